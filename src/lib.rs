@@ -6,5 +6,15 @@
 
 #![deny(missing_docs)]
 
+pub mod backend;
+pub mod config;
+pub mod context;
+pub mod cuda_driver;
+pub mod device;
 pub mod error;
+pub mod ffi;
+pub mod host;
+pub mod log;
+pub mod memory;
 pub mod preference;
+pub mod report;

@@ -4,6 +4,8 @@ use crate::error::{Error, Result};
 use std::fmt;
 
 /// A family of compute devices.
+///
+/// cbindgen:rename-all=QualifiedScreamingSnakeCase
 #[repr(i32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum DeviceKind {
@@ -144,7 +146,9 @@ mod tests {
 
     #[test]
     fn rejects_malformed_with_the_input_and_accepted_forms() {
-        for bad in ["", "  ", "tpu", "cuda:x", "cuda:", "cuda:-1", "cpu:0", "mps:1", "cuda:1:2"] {
+        for bad in [
+            "", "  ", "tpu", "cuda:x", "cuda:", "cuda:-1", "cpu:0", "mps:1", "cuda:1:2",
+        ] {
             let err = Preference::parse(bad).unwrap_err();
             assert!(matches!(err, Error::InvalidArgument(_)), "{bad:?}");
             assert!(err.message().contains("accepted"), "{bad:?}: {err}");

@@ -112,8 +112,13 @@ pub struct BackendApi {
     pub load_cuda: unsafe extern "C" fn(err: ErrBuf, err_cap: usize) -> i32,
     /// Sets the caching allocator's per-process memory fraction for `(kind, index)`; on CUDA this must
     /// happen before the first allocation to be exact. `STATUS_UNAVAILABLE` where unsupported (CPU).
-    pub set_memory_fraction:
-        unsafe extern "C" fn(kind: i32, index: i32, fraction: f64, err: ErrBuf, err_cap: usize) -> i32,
+    pub set_memory_fraction: unsafe extern "C" fn(
+        kind: i32,
+        index: i32,
+        fraction: f64,
+        err: ErrBuf,
+        err_cap: usize,
+    ) -> i32,
     /// Runs the smoke test on `(kind, index)`: two 32×32 random matrices multiplied, summed, copied to
     /// the CPU and checked for NaN. `STATUS_OK` only when the result is a finite number.
     pub smoke_test: unsafe extern "C" fn(kind: i32, index: i32, err: ErrBuf, err_cap: usize) -> i32,
@@ -126,7 +131,8 @@ pub struct BackendApi {
         err_cap: usize,
     ) -> i32,
     /// Returns cached, unused memory of `(kind, index)` to the device (a no-op on CPU).
-    pub empty_cache: unsafe extern "C" fn(kind: i32, index: i32, err: ErrBuf, err_cap: usize) -> i32,
+    pub empty_cache:
+        unsafe extern "C" fn(kind: i32, index: i32, err: ErrBuf, err_cap: usize) -> i32,
     /// Resets the peak statistics of `(kind, index)`.
     pub reset_peak: unsafe extern "C" fn(kind: i32, index: i32, err: ErrBuf, err_cap: usize) -> i32,
 }
@@ -151,7 +157,11 @@ pub unsafe fn write_message(buf: *mut c_char, cap: usize, msg: &str) {
 /// Reads a NUL-terminated string out of a fixed `c_char` buffer (lossy UTF-8; stops at the first NUL
 /// or at the end of the buffer).
 pub fn read_fixed(buf: &[c_char]) -> String {
-    let bytes: Vec<u8> = buf.iter().take_while(|&&c| c != 0).map(|&c| c as u8).collect();
+    let bytes: Vec<u8> = buf
+        .iter()
+        .take_while(|&&c| c != 0)
+        .map(|&c| c as u8)
+        .collect();
     String::from_utf8_lossy(&bytes).into_owned()
 }
 

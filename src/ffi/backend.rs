@@ -1,0 +1,77 @@
+//! Loading the torch backend when the host chooses, and reporting what was loaded.
+
+use super::context::{context_of, sda_context};
+use super::{fill_fixed, guard, out};
+use crate::backend;
+use crate::error::Status;
+use std::os::raw::c_char;
+
+/// What the torch backend module loaded.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct sda_backend_details {
+    /// `true` once the backend is loaded in this process; all other fields are empty until then.
+    pub loaded: bool,
+    /// `true` when the loaded libtorch is a CUDA build (ships `libtorch_cuda.so`).
+    pub cuda_build: bool,
+    /// Path of the backend module, NUL-terminated.
+    pub module_path: [c_char; 1024],
+    /// Path of the libtorch (`libtorch_cpu.so`) mapped into the process, NUL-terminated.
+    pub libtorch_path: [c_char; 1024],
+    /// Version of the mapped libtorch (`2.13.0`), empty when it cannot be told, NUL-terminated.
+    pub libtorch_version: [c_char; 64],
+    /// libtorch version the backend was built against, NUL-terminated.
+    pub built_libtorch_version: [c_char; 64],
+    /// CUDA version of the libtorch build (`13.0`), empty for CPU builds, NUL-terminated.
+    pub libtorch_cuda_version: [c_char; 16],
+}
+
+/// Loads the torch backend module and its libtorch now, so that the host pays for libtorch's start-up
+/// (about a quarter of a second, and 100+ MB) when it chooses — at start-up, off the audio thread —
+/// instead of on the first call that needs torch. Loading happens once per process; later calls return
+/// at once.
+///
+/// The module is looked for at `$SDA_BACKEND`, the configuration's `hardware.backend`, and beside
+/// libsda. When it or its libtorch is missing or of the wrong version the call returns
+/// `SDA_ERR_BACKEND_UNAVAILABLE` with a message naming what was looked for and the fix; everything that
+/// needs no torch keeps working.
+///
+/// Thread safety: [thread-safe]; [main-thread] recommended (slow the first time).
+#[no_mangle]
+pub extern "C" fn sda_backend_load(context: *const sda_context) -> Status {
+    guard(|| context_of(context)?.load_backend().map(|_| ()))
+}
+
+/// Reports the loaded backend (`out->loaded` is `false` when none is loaded yet; that is not an
+/// error). Never loads anything.
+///
+/// Thread safety: [thread-safe].
+#[no_mangle]
+pub extern "C" fn sda_backend_info(out_details: *mut sda_backend_details) -> Status {
+    guard(|| {
+        let slot = out(out_details, "out_details")?;
+        // SAFETY: all-zero bytes are a valid sda_backend_details (false, empty strings).
+        let mut d: sda_backend_details = unsafe { std::mem::zeroed() };
+        if let Some(b) = backend::loaded() {
+            let info = b.info();
+            d.loaded = true;
+            d.cuda_build = info.cuda_build;
+            fill_fixed(&mut d.module_path, &info.module_path.display().to_string());
+            fill_fixed(
+                &mut d.libtorch_path,
+                &info.loaded_libtorch_path.display().to_string(),
+            );
+            fill_fixed(
+                &mut d.libtorch_version,
+                info.loaded_libtorch_version.as_deref().unwrap_or(""),
+            );
+            fill_fixed(&mut d.built_libtorch_version, &info.built_libtorch_version);
+            fill_fixed(
+                &mut d.libtorch_cuda_version,
+                info.libtorch_cuda_version.as_deref().unwrap_or(""),
+            );
+        }
+        *slot = d;
+        Ok(())
+    })
+}

@@ -1,0 +1,196 @@
+//! Device selection and description.
+
+use super::context::{context_of, sda_context};
+use super::{fill_fixed, guard, opt_str_arg, out};
+use crate::device::{DeviceInfo, Selection};
+use crate::error::{Error, Status};
+use crate::preference::DeviceKind;
+use std::os::raw::c_char;
+
+/// The outcome of `sda_select_device`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct sda_selection {
+    /// The chosen device kind.
+    pub kind: DeviceKind,
+    /// The chosen device index (0 on CPU and MPS).
+    pub index: i32,
+    /// `true` when the requested device was missing or broken and the CPU was chosen instead.
+    pub fell_back: bool,
+    /// The device as torch spells it (`cpu`, `cuda:0`, `mps`), NUL-terminated.
+    pub device: [c_char; 32],
+    /// The preference as understood (`auto`, `cuda:1`), NUL-terminated.
+    pub requested: [c_char; 32],
+    /// Why the selection fell back (empty when it did not), NUL-terminated, truncated to fit. The
+    /// full text also goes to the log callback as a warning.
+    pub reason: [c_char; 512],
+}
+
+/// The description of one device.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct sda_device_details {
+    /// Device kind.
+    pub kind: DeviceKind,
+    /// Index within the kind.
+    pub index: i32,
+    /// The device as torch spells it (`cpu`, `cuda:0`, `mps`), NUL-terminated.
+    pub device: [c_char; 32],
+    /// Device name; the CPU brand string on CPU. NUL-terminated.
+    pub name: [c_char; 256],
+    /// Total memory in bytes (on CPU: RAM, or the cgroup limit when lower).
+    pub memory_total: u64,
+    /// Free memory in bytes, measured on every call (on CPU: `MemAvailable`, capped by the cgroup).
+    pub memory_free: u64,
+    /// CUDA compute capability, major (-1 when not CUDA).
+    pub compute_capability_major: i32,
+    /// CUDA compute capability, minor (-1 when not CUDA).
+    pub compute_capability_minor: i32,
+    /// CUDA runtime version torch was built with (`13.0`), empty when unknown or not CUDA.
+    pub cuda_runtime_version: [c_char; 16],
+    /// CUDA driver version (`12.4`), empty when not CUDA.
+    pub cuda_driver_version: [c_char; 16],
+    /// Native bfloat16 arithmetic.
+    pub bf16_supported: bool,
+    /// Native float16 arithmetic.
+    pub fp16_supported: bool,
+    /// Number of devices of this kind.
+    pub device_count: u32,
+}
+
+fn fill_selection(dst: &mut sda_selection, s: &Selection) {
+    dst.kind = s.kind;
+    dst.index = s.index as i32;
+    dst.fell_back = s.fell_back;
+    fill_fixed(&mut dst.device, &s.device_string());
+    fill_fixed(&mut dst.requested, &s.requested);
+    fill_fixed(&mut dst.reason, &s.reason);
+}
+
+fn details(info: &DeviceInfo) -> sda_device_details {
+    // SAFETY: all-zero bytes are a valid sda_device_details (integers, bools, empty strings).
+    let mut d: sda_device_details = unsafe { std::mem::zeroed() };
+    d.kind = info.kind;
+    d.index = info.index as i32;
+    fill_fixed(&mut d.device, &info.device);
+    fill_fixed(&mut d.name, &info.name);
+    d.memory_total = info.memory_total;
+    d.memory_free = info.memory_free;
+    let (major, minor) = info.compute_capability.unwrap_or((-1, -1));
+    d.compute_capability_major = major;
+    d.compute_capability_minor = minor;
+    fill_fixed(
+        &mut d.cuda_runtime_version,
+        info.cuda_runtime_version.as_deref().unwrap_or(""),
+    );
+    fill_fixed(
+        &mut d.cuda_driver_version,
+        info.cuda_driver_version.as_deref().unwrap_or(""),
+    );
+    d.bf16_supported = info.bf16_supported;
+    d.fp16_supported = info.fp16_supported;
+    d.device_count = info.device_count;
+    d
+}
+
+/// Selects the device the context works on. `preference` is `auto`, `cpu`, `cuda`, `cuda:N` or `mps`
+/// (case-insensitive, surrounding spaces ignored), or NULL for the configuration's `hardware.device`.
+///
+/// `auto` walks `hardware.platform_priority` (default cuda, mps, cpu). `cuda` picks `LOCAL_RANK` (or
+/// `SLURM_LOCALID`) when a launcher set it, else device 0. Every non-CPU device must pass a smoke test
+/// (32×32 matmul, sum, NaN check), which loads the torch backend. A device that is missing or fails
+/// falls back to the CPU with `fell_back` set and the reason in `out->reason` and in a log warning;
+/// with `hardware.strict = true` it is `SDA_ERR_DEVICE_UNAVAILABLE` instead. Knowing that no GPU exists
+/// needs no libtorch, and selecting `cpu` never loads it.
+///
+/// Errors: `SDA_ERR_INVALID_ARGUMENT` for a malformed preference (`""`, `tpu`, `cuda:x`) and for a CUDA
+/// index beyond the devices present (`cuda:99` on a one-GPU machine) — never a silent CPU.
+///
+/// Thread safety: [thread-safe]; may take seconds the first time (loading libtorch): call it at start-up
+/// or from a worker thread, never from the audio thread.
+#[no_mangle]
+pub extern "C" fn sda_select_device(
+    context: *const sda_context,
+    preference: *const c_char,
+    out_selection: *mut sda_selection,
+) -> Status {
+    guard(|| {
+        let context = context_of(context)?;
+        let preference = opt_str_arg(preference, "preference")?;
+        let slot = out(out_selection, "out_selection")?;
+        let selection = context.select(preference)?;
+        fill_selection(slot, &selection);
+        Ok(())
+    })
+}
+
+/// Describes the context's selected device (selecting with the configuration's `hardware.device` first
+/// if nothing was selected). Static facts are cached at selection; free memory is measured on every
+/// call.
+///
+/// Thread safety: [thread-safe]; cheap (microseconds, no allocation by torch), but reads /proc on Linux.
+#[no_mangle]
+pub extern "C" fn sda_device_info(
+    context: *const sda_context,
+    out_details: *mut sda_device_details,
+) -> Status {
+    guard(|| {
+        let context = context_of(context)?;
+        let slot = out(out_details, "out_details")?;
+        *slot = details(&context.device_info()?);
+        Ok(())
+    })
+}
+
+/// Lists every device of the machine: the CPU first, then each CUDA device, then MPS where it exists.
+/// Loads no libtorch.
+///
+/// `out_devices` is an array of `capacity` entries (may be NULL when `capacity` is 0). `*count` always
+/// receives the number of devices; when `capacity` is smaller the call returns
+/// `SDA_ERR_BUFFER_TOO_SMALL` and writes no entry.
+///
+/// Thread safety: [thread-safe].
+#[no_mangle]
+pub extern "C" fn sda_list_devices(
+    context: *const sda_context,
+    out_devices: *mut sda_device_details,
+    capacity: usize,
+    count: *mut usize,
+) -> Status {
+    guard(|| {
+        let context = context_of(context)?;
+        let count = out(count, "count")?;
+        let devices = context.list_devices()?;
+        *count = devices.len();
+        if capacity < devices.len() {
+            return Err(Error::BufferTooSmall(format!(
+                "{} devices but room for {capacity} (see *count)",
+                devices.len()
+            )));
+        }
+        if out_devices.is_null() {
+            return Err(Error::NullPointer(format!(
+                "out_devices is NULL but capacity is {capacity}"
+            )));
+        }
+        for (i, info) in devices.iter().enumerate() {
+            // SAFETY: the caller's array holds `capacity` >= devices.len() entries.
+            unsafe { out_devices.add(i).write(details(info)) };
+        }
+        Ok(())
+    })
+}
+
+/// Kind name (`"cpu"`, `"cuda"`, `"mps"`) as a static string; `"unknown"` for other values.
+///
+/// Thread safety: [thread-safe], [audio-thread].
+#[no_mangle]
+pub extern "C" fn sda_device_kind_str(kind: i32) -> *const c_char {
+    let name: &'static [u8] = match kind {
+        k if k == DeviceKind::Cpu as i32 => b"cpu\0",
+        k if k == DeviceKind::Cuda as i32 => b"cuda\0",
+        k if k == DeviceKind::Mps as i32 => b"mps\0",
+        _ => b"unknown\0",
+    };
+    name.as_ptr().cast::<c_char>()
+}

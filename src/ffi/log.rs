@@ -1,0 +1,54 @@
+//! The host's log callback.
+
+use super::guard;
+use crate::error::Status;
+use crate::log::{self, Level};
+use std::ffi::{c_void, CString};
+use std::os::raw::c_char;
+use std::sync::Arc;
+
+/// A log callback: `user_data` as registered, the level, and the message (NUL-terminated UTF-8, valid
+/// only during the call). It may be called from any thread that calls into libsda, so it must be
+/// thread-safe; it must not unwind (throw) into libsda.
+pub type sda_log_callback =
+    Option<unsafe extern "C" fn(user_data: *mut c_void, level: Level, message: *const c_char)>;
+
+/// `user_data` moves to whichever thread logs; the host promised it may (documented).
+struct HostData(*mut c_void);
+// SAFETY: the host's contract for sda_set_log_callback says user_data must be usable from any thread.
+unsafe impl Send for HostData {}
+// SAFETY: as above.
+unsafe impl Sync for HostData {}
+
+impl HostData {
+    /// Through a method, so that closures capture the whole `HostData` (Send + Sync), not the field.
+    fn get(&self) -> *mut c_void {
+        self.0
+    }
+}
+
+/// Sends libsda's log messages (fallback warnings, backend loading, ...) to `callback`, or with NULL
+/// stops sending them. Without a callback libsda prints nothing, unless the environment variable
+/// `SDA_LOG` is set (`error`, `warn`, `info` or `debug`), in which case messages go to stderr.
+///
+/// Thread safety: [thread-safe]; the callback is process-wide. Install it at start-up: a message being
+/// logged while the callback is replaced goes to the old or the new one.
+#[no_mangle]
+pub extern "C" fn sda_set_log_callback(
+    callback: sda_log_callback,
+    user_data: *mut c_void,
+) -> Status {
+    guard(|| {
+        let sink: Option<log::Sink> = callback.map(|cb| {
+            let data = HostData(user_data);
+            let sink: log::Sink = Arc::new(move |level: Level, message: &str| {
+                let text = CString::new(message.replace('\0', " ")).unwrap_or_default();
+                // SAFETY: the host registered `cb` with this `user_data`; the text lives for the call.
+                unsafe { cb(data.get(), level, text.as_ptr()) }
+            });
+            sink
+        });
+        log::set_sink(sink);
+        Ok(())
+    })
+}
