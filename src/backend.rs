@@ -60,10 +60,9 @@ pub fn loaded() -> Option<&'static Backend> {
 
 /// Loads the backend module (once per process) and returns it.
 ///
-/// `configured` is the config's `hardware.backend` (empty = not set). The module is looked for at, in
-/// order: `$SDA_BACKEND`, `configured`, and beside the library that contains this code (or, for Rust
-/// test binaries in Cargo's `deps/` directory, one level up). Failures are not cached, so a host that
-/// fixes its installation can try again.
+/// `configured` is the config's `hardware.backend` (empty = not set); see [`candidate_paths`] for where
+/// the module is looked for. Failures are not cached, so a host that fixes its installation can try
+/// again.
 pub fn load(configured: &str) -> Result<&'static Backend> {
     let mut slot = LOADED.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(backend) = *slot {
@@ -94,15 +93,18 @@ pub fn load(configured: &str) -> Result<&'static Backend> {
     Ok(backend)
 }
 
-/// Where to look for the module, most specific first.
+/// Where to look for the module. An explicit choice (`$SDA_BACKEND`, else the config's
+/// `hardware.backend`) is the only candidate: a host that named a file must not silently get another.
+/// Without one, the module is looked for beside this library (and, for Rust test binaries in Cargo's
+/// `deps/` directory, one level up).
 fn candidate_paths(env: Option<&std::ffi::OsStr>, configured: &str) -> Vec<PathBuf> {
-    let mut out = Vec::new();
     if let Some(env) = env.filter(|e| !e.is_empty()) {
-        out.push(PathBuf::from(env));
+        return vec![PathBuf::from(env)];
     }
     if !configured.trim().is_empty() {
-        out.push(PathBuf::from(configured.trim()));
+        return vec![PathBuf::from(configured.trim())];
     }
+    let mut out = Vec::new();
     if let Some(dir) = own_directory() {
         out.push(dir.join(MODULE_FILE_NAME));
         if dir.file_name().is_some_and(|n| n == "deps") {
@@ -386,14 +388,37 @@ mod tests {
         assert_eq!(none, None);
     }
 
+    fn info(built: &str, loaded: Option<&str>) -> BackendInfo {
+        BackendInfo {
+            module_path: PathBuf::from("/opt/sda/lib/libsda_torch.so"),
+            built_libtorch_version: built.to_string(),
+            built_libtorch_dir: PathBuf::from("/build/torch/lib"),
+            loaded_libtorch_path: PathBuf::from("/other/torch/lib/libtorch_cpu.so"),
+            loaded_libtorch_version: loaded.map(str::to_string),
+            libtorch_cuda_version: None,
+            cuda_build: false,
+        }
+    }
+
     #[test]
-    fn candidates_put_env_first_then_config_then_own_dir() {
-        let c = candidate_paths(Some(std::ffi::OsStr::new("/x/env.so")), " /y/cfg.so ");
-        assert_eq!(c[0], PathBuf::from("/x/env.so"));
-        assert_eq!(c[1], PathBuf::from("/y/cfg.so"));
-        assert!(c.len() >= 3, "own directory must be a candidate: {c:?}");
-        assert!(c[2].ends_with(MODULE_FILE_NAME));
-        let none = candidate_paths(Some(std::ffi::OsStr::new("")), "");
-        assert!(none.iter().all(|p| p.ends_with(MODULE_FILE_NAME)));
+    fn a_different_libtorch_version_is_refused_with_both_versions_and_the_fix() {
+        assert!(check_libtorch_version(&info("2.13.0", Some("2.13.0"))).is_ok());
+        assert!(check_libtorch_version(&info("2.13.0", None)).is_ok());
+        let e = check_libtorch_version(&info("2.13.0", Some("2.9.1"))).unwrap_err();
+        assert!(matches!(e, Error::BackendUnavailable(_)));
+        for needle in ["2.13.0", "2.9.1", "/other/torch/lib/libtorch_cpu.so", "torch==2.13.0"] {
+            assert!(e.message().contains(needle), "{needle}: {e}");
+        }
+    }
+
+    #[test]
+    fn an_explicit_path_is_the_only_candidate_env_before_config() {
+        let env = candidate_paths(Some(std::ffi::OsStr::new("/x/env.so")), " /y/cfg.so ");
+        assert_eq!(env, vec![PathBuf::from("/x/env.so")]);
+        let cfg = candidate_paths(Some(std::ffi::OsStr::new("")), " /y/cfg.so ");
+        assert_eq!(cfg, vec![PathBuf::from("/y/cfg.so")]);
+        let default = candidate_paths(None, "");
+        assert!(!default.is_empty(), "the library's own directory is a candidate");
+        assert!(default.iter().all(|p| p.ends_with(MODULE_FILE_NAME)));
     }
 }

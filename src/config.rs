@@ -380,11 +380,13 @@ fn to_kinds(key: &str, input: Input<'_>) -> Result<Vec<DeviceKind>> {
                 )),
             })
             .collect::<Result<_>>()?,
-        Input::Toml(_) => Err(wrong_type(
-            key,
-            input,
-            "an array of device kinds such as [\"cuda\", \"mps\", \"cpu\"]",
-        ))?,
+        Input::Toml(_) => {
+            return Err(wrong_type(
+                key,
+                input,
+                "an array of device kinds such as [\"cuda\", \"mps\", \"cpu\"]",
+            ))
+        }
         Input::Text(t) if t.trim().is_empty() => Vec::new(),
         Input::Text(t) => t.split(',').map(|s| s.trim().to_owned()).collect(),
     };

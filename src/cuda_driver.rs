@@ -107,7 +107,8 @@ impl CudaFacts {
 
 /// The CUDA driver's facts: loaded and queried on the first call, then answered from a cache (the
 /// visible devices cannot change after `cuInit`). Never panics; problems come back as
-/// [`CudaFacts::NoDriver`].
+/// [`CudaFacts::NoDriver`]. On a machine with GPUs the first call pays for driver initialisation
+/// (typically tens to hundreds of milliseconds; more when persistence mode is off).
 pub fn cuda_facts() -> CudaFacts {
     facts().clone()
 }
