@@ -1,0 +1,87 @@
+//! `load_cuda` in a process of its own (it maps libtorch_cuda.so, about 270 MB, for the rest of the
+//! process). On a machine without a GPU driver libtorch then sees zero CUDA devices, and every CUDA
+//! call must still come back cleanly as STATUS_UNAVAILABLE.
+
+mod common;
+
+use std::path::Path;
+
+use common::{api, Msg};
+use sda_backend_abi::*;
+
+#[test]
+fn load_cuda_then_cuda_calls_are_checked_against_the_device_count() {
+    let api = api();
+    let mut msg = Msg::new();
+    let mut facts: BackendFacts = unsafe { std::mem::zeroed() };
+    assert_eq!(
+        unsafe { (api.facts)(&mut facts, msg.ptr(), msg.cap()) },
+        STATUS_OK,
+        "{}",
+        msg.text()
+    );
+    let built_dir = read_fixed(&facts.built_libtorch_dir);
+    if facts.cuda_build == 0 {
+        // A CPU-only libtorch: load_cuda must say so, cleanly.
+        let rc = unsafe { (api.load_cuda)(msg.ptr(), msg.cap()) };
+        assert_eq!(rc, STATUS_UNAVAILABLE, "{}", msg.text());
+        assert!(msg.text().contains("libtorch_cuda.so"), "{}", msg.text());
+        return;
+    }
+    assert!(Path::new(&built_dir).join("libtorch_cuda.so").is_file());
+
+    // Asked before loading: refused without touching libtorch's accelerator state.
+    assert_eq!(
+        unsafe { (api.smoke_test)(DEVICE_CUDA, 0, msg.ptr(), msg.cap()) },
+        STATUS_UNAVAILABLE
+    );
+
+    let rc = unsafe { (api.load_cuda)(msg.ptr(), msg.cap()) };
+    assert_eq!(rc, STATUS_OK, "{}", msg.text());
+    // Idempotent.
+    assert_eq!(unsafe { (api.load_cuda)(msg.ptr(), msg.cap()) }, STATUS_OK);
+
+    let mut facts: BackendFacts = unsafe { std::mem::zeroed() };
+    assert_eq!(
+        unsafe { (api.facts)(&mut facts, msg.ptr(), msg.cap()) },
+        STATUS_OK,
+        "{}",
+        msg.text()
+    );
+    assert_eq!(facts.cuda_loaded, 1);
+    let count = facts.cuda_device_count;
+    assert!(count >= 0);
+
+    // One past the last device: refused before libtorch could abort on it.
+    let rc = unsafe { (api.smoke_test)(DEVICE_CUDA, count, msg.ptr(), msg.cap()) };
+    assert_eq!(rc, STATUS_UNAVAILABLE, "{}", msg.text());
+    assert!(msg.text().contains("libtorch sees"), "{}", msg.text());
+    let mut stats = MemoryStats::default();
+    let rc = unsafe { (api.memory_stats)(DEVICE_CUDA, count, &mut stats, msg.ptr(), msg.cap()) };
+    assert_eq!(rc, STATUS_UNAVAILABLE, "{}", msg.text());
+
+    if count > 0 {
+        // A GPU machine: the whole CUDA path works.
+        let rc = unsafe { (api.set_memory_fraction)(DEVICE_CUDA, 0, 0.9, msg.ptr(), msg.cap()) };
+        assert_eq!(rc, STATUS_OK, "{}", msg.text());
+        assert_eq!(
+            unsafe { (api.reset_peak)(DEVICE_CUDA, 0, msg.ptr(), msg.cap()) },
+            STATUS_OK
+        );
+        let rc = unsafe { (api.smoke_test)(DEVICE_CUDA, 0, msg.ptr(), msg.cap()) };
+        assert_eq!(rc, STATUS_OK, "{}", msg.text());
+        let rc = unsafe { (api.memory_stats)(DEVICE_CUDA, 0, &mut stats, msg.ptr(), msg.cap()) };
+        assert_eq!(rc, STATUS_OK, "{}", msg.text());
+        assert!(stats.peak_allocated > 0 && stats.total > 0, "{stats:?}");
+        assert_eq!(
+            unsafe { (api.empty_cache)(DEVICE_CUDA, 0, msg.ptr(), msg.cap()) },
+            STATUS_OK
+        );
+    }
+
+    // The CPU keeps working after CUDA was loaded.
+    assert_eq!(
+        unsafe { (api.smoke_test)(DEVICE_CPU, 0, msg.ptr(), msg.cap()) },
+        STATUS_OK
+    );
+}
