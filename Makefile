@@ -24,6 +24,8 @@ build:
 test: build test-rust test-c
 
 test-rust:
+	@# Tests load the debug cdylibs (the backend module), which building test targets does not produce.
+	$(WITH_TORCH) $(CARGO) build --workspace --features sda/test-hooks
 	$(WITH_TORCH) $(CARGO) nextest run --workspace --features sda/test-hooks --no-fail-fast
 
 test-c: build
@@ -32,7 +34,7 @@ test-c: build
 	ctest --test-dir $(CTEST_DIR) --output-on-failure
 
 bench: build
-	bash bench/startup.sh
+	bash bench/run.sh
 
 clean:
 	$(CARGO) clean

@@ -327,6 +327,140 @@ typedef struct {
 } sda_device_details;
 
 /**
+ * Options of a guarded run. Get them from `sda_guard_options_default()`, then change fields; the
+ * `struct_size` field lets the struct grow in later versions without breaking callers.
+ */
+typedef struct {
+  /**
+   * `sizeof(sda_guard_options)` as the caller was compiled; set by `sda_guard_options_default()`.
+   */
+  uint32_t struct_size;
+  /**
+   * The batch the work attempts (the first attempt of a batched run); 0 = not said, and then no
+   * concrete smaller batch can be suggested.
+   */
+  uint32_t batch_size;
+  /**
+   * Batched runs: the smallest batch worth trying (default 1).
+   */
+  uint32_t min_batch_size;
+  /**
+   * Batched runs: the most attempts, the first included (default 8).
+   */
+  uint32_t max_attempts;
+  /**
+   * Batched runs: keep `batch × accumulation_steps` at the first batch (default false).
+   */
+  bool keep_effective_batch;
+  /**
+   * Memory the work may use, in bytes; 0 = the memory strategy's budget (default 0).
+   */
+  uint64_t budget_bytes;
+  /**
+   * Safety margin below the budget, in bytes; 0 = 5 % of the budget (default 0).
+   */
+  uint64_t margin_bytes;
+  /**
+   * Names the kind of work (any number the host chooses, e.g. one per model), so that the memory a
+   * successful run measured per sample informs the suggestion after a later failure of the same
+   * work; 0 = the callback function identifies it (default 0).
+   */
+  uint64_t work_id;
+} sda_guard_options;
+
+/**
+ * What happened in a guarded run; written even when the run fails (that is what it is for). Get one
+ * from `sda_run_report_default()` so that `struct_size` is set.
+ */
+typedef struct {
+  /**
+   * `sizeof(sda_run_report)` as the caller was compiled; set by `sda_run_report_default()`.
+   */
+  uint32_t struct_size;
+  /**
+   * The run's status (the same value the call returns).
+   */
+  sda_status status;
+  /**
+   * Kind of the device the work ran on.
+   */
+  sda_device_kind kind;
+  /**
+   * Index of that device.
+   */
+  int32_t index;
+  /**
+   * Batch of the last attempt (0 when not said).
+   */
+  uint32_t attempted_batch;
+  /**
+   * Batched runs: the batch that succeeded (0 when none did).
+   */
+  uint32_t final_batch;
+  /**
+   * After an out-of-memory failure: a batch predicted to fit the budget, from the measured memory
+   * (0 when it cannot be told, or when not even one sample fits).
+   */
+  uint32_t suggested_batch;
+  /**
+   * Gradient-accumulation steps that go with `final_batch` (1 unless `keep_effective_batch`).
+   */
+  uint32_t accumulation_steps;
+  /**
+   * Attempts made.
+   */
+  uint32_t attempts;
+  /**
+   * Attempts that ran out of memory.
+   */
+  uint32_t oom_attempts;
+  /**
+   * Whether torch allocator figures were measured (the backend is loaded).
+   */
+  bool measured;
+  /**
+   * Highest torch allocation during the last attempt, in bytes.
+   */
+  uint64_t peak_bytes;
+  /**
+   * Torch bytes allocated before the last attempt.
+   */
+  uint64_t memory_before;
+  /**
+   * Torch bytes allocated after the last attempt and the recovery (cache emptied).
+   */
+  uint64_t memory_after;
+  /**
+   * The budget in bytes (after a failure: measured then; after a success: as of the selection).
+   */
+  uint64_t budget;
+  /**
+   * Size of the allocation that failed, when the error said (bytes, else 0).
+   */
+  uint64_t failed_allocation_bytes;
+  /**
+   * What happened and what to do, for a person; NUL-terminated, truncated to fit.
+   */
+  char guidance[1024];
+} sda_run_report;
+
+/**
+ * The host's work for `sda_guarded_run`: returns an `sda_status` — `SDA_OK`, or
+ * `SDA_ERR_OUT_OF_MEMORY` when it ran out of memory (C++ hosts: catch the exception and return
+ * `sda_classify_error(e.what())`, or use `sda::guarded_run` from `sda.hpp`, which does that), or any
+ * other status for other failures. It must not throw or longjmp through libsda.
+ */
+typedef int32_t (*sda_work_callback)(void *user_data);
+
+/**
+ * The host's work for `sda_guarded_run_batched`: runs one attempt with `batch_size` samples and
+ * `accumulation_steps` gradient-accumulation steps; returns an `sda_status` as `sda_work_callback`.
+ */
+typedef int32_t (*sda_batch_callback)(void *user_data,
+                                      uint32_t batch_size,
+                                      uint32_t accumulation_steps);
+
+/**
  * A log callback: `user_data` as registered, the level, and the message (NUL-terminated UTF-8, valid
  * only during the call). It may be called from any thread that calls into libsda, so it must be
  * thread-safe; it must not unwind (throw) into libsda.
@@ -368,6 +502,41 @@ typedef struct {
   uint64_t process_resident;
 } sda_memory_figures;
 
+/**
+ * Shape of the built-in workload (the seeds' benchmark): conv1d over `[batch, channels,
+ * sample_length]` fp32. Get it from `sda_workload_default()`, then change fields.
+ */
+typedef struct {
+  /**
+   * `sizeof(sda_workload)` as the caller was compiled; set by `sda_workload_default()`.
+   */
+  uint32_t struct_size;
+  /**
+   * Input channels per sample (default 1, mono).
+   */
+  uint32_t channels;
+  /**
+   * Samples per channel (default 48000: one second at 48 kHz).
+   */
+  uint32_t sample_length;
+  /**
+   * Filters of the convolution (default 16).
+   */
+  uint32_t out_channels;
+  /**
+   * Kernel width (default 1024).
+   */
+  uint32_t kernel_size;
+  /**
+   * Zero padding on each side (default 512).
+   */
+  uint32_t padding;
+  /**
+   * Also run a backward pass, as training does (default false: inference).
+   */
+  bool with_backward;
+} sda_workload;
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -394,6 +563,30 @@ sda_status sda_backend_load(const sda_context *context);
  * Thread safety: [thread-safe].
  */
 sda_status sda_backend_info(sda_backend_details *out_details);
+
+/**
+ * Tells whether an error text reports out-of-memory, so that a C++ or Python host can decide what
+ * to do with an exception it caught (`e.what()`, `str(e)`): `SDA_ERR_OUT_OF_MEMORY` means a device
+ * ran out of memory (retry with a smaller batch, on `device=cpu`, or after closing other GPU
+ * work); `SDA_ERR_TORCH` means any other failure (a bug, a shape or device mismatch, a device-side
+ * assert).
+ *
+ * Knows the texts of CUDA (`CUDA out of memory. Tried to allocate ...`, `CUDA error: out of
+ * memory`, the per-process-fraction rejection), HIP, XPU, MPS, Metal, cuBLAS, cuDNN, PyTorch's CPU
+ * allocator (Linux and Windows), oneDNN, `std::bad_alloc`, `torch.OutOfMemoryError`, Python's
+ * `MemoryError` and XLA's `RESOURCE_EXHAUSTED`. Case-insensitive; prefixes such as `RuntimeError:
+ * ` and appended C++ backtraces do not matter. `CUDA error: an illegal memory access was
+ * encountered` is not an out-of-memory.
+ *
+ * `message` is a NUL-terminated string in any encoding: bytes that are not UTF-8 are replaced,
+ * never rejected. Returns `SDA_ERR_OUT_OF_MEMORY` or `SDA_ERR_TORCH`, or `SDA_ERR_NULL_POINTER`
+ * when `message` is NULL. A classification is not a failure: it leaves `sda_last_error_message()`
+ * unchanged.
+ *
+ * Thread safety: [thread-safe]; cheap (one copy of the text, no lock), but it allocates, so keep
+ * it off the audio thread.
+ */
+sda_status sda_classify_error(const char *message);
 
 /**
  * Creates a configuration with the built-in defaults. When the environment variable `SDA_CONFIG`
@@ -556,6 +749,66 @@ sda_status sda_list_devices(const sda_context *context,
 const char *sda_device_kind_str(int32_t kind);
 
 /**
+ * Default guard options (`struct_size` set, no batch, min batch 1, 8 attempts, strategy budget).
+ *
+ * Thread safety: [thread-safe], [audio-thread].
+ */
+sda_guard_options sda_guard_options_default(void);
+
+/**
+ * An empty report with `struct_size` set.
+ *
+ * Thread safety: [thread-safe], [audio-thread].
+ */
+sda_run_report sda_run_report_default(void);
+
+/**
+ * Runs `work(user_data)` on the context's selected device under guard.
+ *
+ * When the work reports an out-of-memory error, libsda recovers after the work has returned (its
+ * frame is gone, nothing of the failed attempt is referenced by libsda), empties the device cache
+ * (on CPU: returns free heap pages to the system), and returns `SDA_ERR_OUT_OF_MEMORY` with guidance
+ * in `report->guidance` and `sda_last_error_message()`: what happened in numbers, a concrete smaller
+ * batch computed from the measured peak and the budget when `options->batch_size` says which batch
+ * was attempted, and the other ways out (closing other GPU work, `PYTORCH_CUDA_ALLOC_CONF`,
+ * `device=cpu`). libsda never switches to the CPU by itself. Other failures return the work's own
+ * status and message, unchanged.
+ *
+ * The suggestion uses two measurements: the failed attempt (its peak plus the allocation that failed,
+ * a lower bound of what the batch needs) and, when this context ran the same work (`options->work_id`,
+ * else the same callback function) successfully before with `options->batch_size` set, the memory
+ * one sample cost then.
+ *
+ * `options` and `report` may be NULL. The report, when given, is written whether the run succeeds or
+ * fails. Measuring needs the torch backend: a guarded run loads it when it is not loaded yet (without
+ * it the run still works, with `report->measured` false).
+ *
+ * Thread safety: [thread-safe]; the work runs on the calling thread. Overhead without a failure:
+ * well under a microsecond (see BENCHMARKS.md).
+ */
+sda_status sda_guarded_run(const sda_context *context,
+                           sda_work_callback work,
+                           void *user_data,
+                           const sda_guard_options *options,
+                           sda_run_report *report);
+
+/**
+ * Runs `work(user_data, batch, accumulation_steps)` under guard, starting at
+ * `options->batch_size` (required, >= 1). After each out-of-memory failure it recovers as
+ * `sda_guarded_run` does and retries with a smaller batch chosen from the measured memory (not a
+ * fixed fraction), down to `options->min_batch_size`, at most `options->max_attempts` times; every
+ * retry is logged as a warning. With `keep_effective_batch` the accumulation steps grow so that
+ * `batch × steps` stays at the first batch. `report->final_batch` holds the batch that fit.
+ *
+ * Thread safety: [thread-safe]; the work runs on the calling thread.
+ */
+sda_status sda_guarded_run_batched(const sda_context *context,
+                                   sda_batch_callback work,
+                                   void *user_data,
+                                   const sda_guard_options *options,
+                                   sda_run_report *report);
+
+/**
  * Sends libsda's log messages (fallback warnings, backend loading, ...) to `callback`, or with NULL
  * stops sending them. Without a callback libsda prints nothing, unless the environment variable
  * `SDA_LOG` is set (`error`, `warn`, `info` or `debug`), in which case messages go to stderr.
@@ -607,12 +860,42 @@ const char *sda_status_str(int32_t status);
 const char *sda_last_error_message(void);
 
 /**
+ * Sets the calling thread's error message, as a failing libsda call would. For work callbacks: a C++
+ * or Python host that caught an exception inside `sda_guarded_run`'s work passes its text here before
+ * returning the status, so that the guard reads the real message (e.g. the size a failed allocation
+ * asked for) instead of only the status. `message` NULL is `SDA_ERR_NULL_POINTER`; bytes that are not
+ * UTF-8 are replaced.
+ *
+ * Thread safety: [thread-safe] (each thread has its own message).
+ */
+sda_status sda_set_error_message(const char *message);
+
+/**
  * The library version as a static string, `"MAJOR.MINOR.PATCH"`; equals the `SDA_VERSION_*` macros
  * of the header the host was compiled with when header and library match. Never NULL.
  *
  * Thread safety: [thread-safe], [audio-thread].
  */
 const char *sda_version(void);
+
+/**
+ * The seeds' workload: 1 × 48000 input, 16 filters of 1024, padding 512, forward only.
+ *
+ * Thread safety: [thread-safe], [audio-thread].
+ */
+sda_workload sda_workload_default(void);
+
+/**
+ * Runs the built-in workload once with `batch` samples on the context's selected device (`workload`
+ * NULL = the default). Loads the torch backend if needed. A real allocation failure returns
+ * `SDA_ERR_OUT_OF_MEMORY` with libtorch's message in `sda_last_error_message()` — inside an
+ * `sda_guarded_run` callback, return that status and the guard picks up the message.
+ *
+ * Thread safety: [thread-safe]; [main-thread] (heavy: it computes).
+ */
+sda_status sda_run_workload(const sda_context *context,
+                            const sda_workload *workload,
+                            uint32_t batch);
 
 #ifdef __cplusplus
 }  // extern "C"

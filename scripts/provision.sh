@@ -4,6 +4,7 @@
 # - libtorch: an existing $LIBTORCH is respected; otherwise torch==2.13.0 (the version tch 0.26 is built
 #   for) is installed from PyPI into the project-local, git-ignored virtual env .venv, reused when present.
 # - Debian packages the tests need (cmake, pkg-config), installed only when missing and only as root.
+# - cargo-nextest, when missing.
 set -euo pipefail
 
 TORCH_VERSION=2.13.0
@@ -27,6 +28,13 @@ if [ ${#need_debs[@]} -gt 0 ]; then
     log "missing ${need_debs[*]}: install them (sudo apt-get install ${need_debs[*]}) and run again"
     exit 1
   fi
+fi
+
+# The tests run under cargo-nextest: each test in its own process, so "libtorch is not loaded yet" is
+# a real state per test.
+if ! cargo nextest --version >/dev/null 2>&1; then
+  log "installing cargo-nextest"
+  cargo install --locked cargo-nextest >&2
 fi
 
 if [ -n "${LIBTORCH:-}" ]; then

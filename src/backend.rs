@@ -13,7 +13,7 @@ use sda_backend_abi as abi;
 use std::os::raw::c_char;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 
 /// File name of the backend module on this platform.
 pub const MODULE_FILE_NAME: &str = "libsda_torch.so";
@@ -50,12 +50,15 @@ pub struct Backend {
     _library: libloading::Library,
 }
 
-static LOADED: Mutex<Option<&'static Backend>> = Mutex::new(None);
+/// The loaded backend, set once; read without a lock because guarded runs ask on every call.
+static LOADED: OnceLock<&'static Backend> = OnceLock::new();
+/// Serialises loading, so that two threads never `dlopen` and initialise libtorch at once.
+static LOADING: Mutex<()> = Mutex::new(());
 
 /// The backend if some earlier call loaded it; never loads it. Code that only wants torch figures when
 /// torch is already in the process (e.g. CPU memory statistics) uses this.
 pub fn loaded() -> Option<&'static Backend> {
-    *LOADED.lock().unwrap_or_else(|e| e.into_inner())
+    LOADED.get().copied()
 }
 
 /// Loads the backend module (once per process) and returns it.
@@ -64,8 +67,8 @@ pub fn loaded() -> Option<&'static Backend> {
 /// the module is looked for. Failures are not cached, so a host that fixes its installation can try
 /// again.
 pub fn load(configured: &str) -> Result<&'static Backend> {
-    let mut slot = LOADED.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(backend) = *slot {
+    let _loading = LOADING.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(backend) = loaded() {
         return Ok(backend);
     }
     let candidates = candidate_paths(std::env::var_os(BACKEND_ENV).as_deref(), configured);
@@ -89,8 +92,7 @@ pub fn load(configured: &str) -> Result<&'static Backend> {
             .unwrap_or("of unknown version"),
         backend.info.loaded_libtorch_path.display()
     ));
-    *slot = Some(backend);
-    Ok(backend)
+    Ok(LOADED.get_or_init(|| backend))
 }
 
 /// Where to look for the module. An explicit choice (`$SDA_BACKEND`, else the config's
@@ -270,9 +272,18 @@ const ERR_CAP: usize = 2048;
 
 /// Runs one backend call with a message buffer and turns its status into a [`Result`].
 fn call(f: impl FnOnce(*mut c_char, usize) -> i32) -> Result<()> {
-    let mut buf = [0 as c_char; ERR_CAP];
-    let status = f(buf.as_mut_ptr(), ERR_CAP);
-    let message = || abi::read_fixed(&buf);
+    // Left uninitialised apart from the first byte: zeroing 2 KiB on every call would cost more than
+    // the statistics calls of a guarded run themselves. The backend writes a NUL-terminated message
+    // before it returns a failure, and only then is the buffer read.
+    let mut buf = [std::mem::MaybeUninit::<c_char>::uninit(); ERR_CAP];
+    buf[0].write(0);
+    let status = f(buf.as_mut_ptr().cast::<c_char>(), ERR_CAP);
+    let message = || {
+        // SAFETY: the message is NUL-terminated within the buffer (the first byte at least is 0).
+        unsafe { std::ffi::CStr::from_ptr(buf.as_ptr().cast::<c_char>()) }
+            .to_string_lossy()
+            .into_owned()
+    };
     match status {
         abi::STATUS_OK => Ok(()),
         abi::STATUS_UNAVAILABLE => Err(Error::Unsupported(message())),
@@ -338,6 +349,24 @@ impl Backend {
     pub fn smoke_test(&self, kind: DeviceKind, index: u32) -> Result<()> {
         let index = index_code(index)?;
         call(|err, cap| unsafe { (self.api.smoke_test)(kind_code(kind), index, err, cap) })
+    }
+
+    /// Runs the built-in conv1d workload once with `batch` samples on a device.
+    ///
+    /// A failed allocation is [`Error::OutOfMemory`] (also a batch whose tensors would need more than
+    /// 2^63 bytes), a zero size or a kernel longer than the padded sample [`Error::InvalidArgument`].
+    /// Every tensor is freed before it returns.
+    pub fn run_conv1d(
+        &self,
+        kind: DeviceKind,
+        index: u32,
+        workload: &abi::Conv1dWorkload,
+        batch: u32,
+    ) -> Result<()> {
+        let index = index_code(index)?;
+        call(|err, cap| unsafe {
+            (self.api.run_conv1d)(kind_code(kind), index, workload, batch, err, cap)
+        })
     }
 
     /// The allocator's statistics for a device.
@@ -406,7 +435,12 @@ mod tests {
         assert!(check_libtorch_version(&info("2.13.0", None)).is_ok());
         let e = check_libtorch_version(&info("2.13.0", Some("2.9.1"))).unwrap_err();
         assert!(matches!(e, Error::BackendUnavailable(_)));
-        for needle in ["2.13.0", "2.9.1", "/other/torch/lib/libtorch_cpu.so", "torch==2.13.0"] {
+        for needle in [
+            "2.13.0",
+            "2.9.1",
+            "/other/torch/lib/libtorch_cpu.so",
+            "torch==2.13.0",
+        ] {
             assert!(e.message().contains(needle), "{needle}: {e}");
         }
     }
@@ -418,7 +452,10 @@ mod tests {
         let cfg = candidate_paths(Some(std::ffi::OsStr::new("")), " /y/cfg.so ");
         assert_eq!(cfg, vec![PathBuf::from("/y/cfg.so")]);
         let default = candidate_paths(None, "");
-        assert!(!default.is_empty(), "the library's own directory is a candidate");
+        assert!(
+            !default.is_empty(),
+            "the library's own directory is a candidate"
+        );
         assert!(default.iter().all(|p| p.ends_with(MODULE_FILE_NAME)));
     }
 }

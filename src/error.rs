@@ -175,6 +175,30 @@ impl Error {
         }
     }
 
+    /// An error of the given status with a message (`SDA_OK` has no error: it becomes
+    /// [`Error::InvalidArgument`] saying so).
+    pub fn from_status(status: Status, message: String) -> Error {
+        match status {
+            Status::SDA_OK => Error::InvalidArgument(format!("not an error (SDA_OK): {message}")),
+            Status::SDA_ERR_INVALID_ARGUMENT => Error::InvalidArgument(message),
+            Status::SDA_ERR_NULL_POINTER => Error::NullPointer(message),
+            Status::SDA_ERR_INVALID_UTF8 => Error::InvalidUtf8(message),
+            Status::SDA_ERR_BUFFER_TOO_SMALL => Error::BufferTooSmall(message),
+            Status::SDA_ERR_UNKNOWN_KEY => Error::UnknownKey(message),
+            Status::SDA_ERR_INVALID_VALUE => Error::InvalidValue(message),
+            Status::SDA_ERR_PARSE => Error::Parse(message),
+            Status::SDA_ERR_IO => Error::Io(message),
+            Status::SDA_ERR_DEVICE_UNAVAILABLE => Error::DeviceUnavailable(message),
+            Status::SDA_ERR_BACKEND_UNAVAILABLE => Error::BackendUnavailable(message),
+            Status::SDA_ERR_OUT_OF_MEMORY => Error::OutOfMemory(message),
+            Status::SDA_ERR_TORCH => Error::Torch(message),
+            Status::SDA_ERR_CANCELLED => Error::Cancelled(message),
+            Status::SDA_ERR_PANIC => Error::Panic(message),
+            Status::SDA_ERR_INVALID_HANDLE => Error::InvalidHandle(message),
+            Status::SDA_ERR_UNSUPPORTED => Error::Unsupported(message),
+        }
+    }
+
     /// The message without the variant.
     pub fn message(&self) -> &str {
         match self {
@@ -204,6 +228,13 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn from_status_round_trips_every_error_status() {
+        for s in Status::ALL.iter().skip(1) {
+            assert_eq!(Error::from_status(*s, "m".into()).status(), *s);
+        }
+    }
 
     #[test]
     fn codes_are_dense_and_round_trip() {

@@ -7,14 +7,17 @@
 #![deny(missing_docs)]
 
 pub mod backend;
+pub mod classify;
 pub mod config;
 pub mod context;
 pub mod cuda_driver;
 pub mod device;
 pub mod error;
 pub mod ffi;
+pub mod guard;
 pub mod host;
 pub mod log;
 pub mod memory;
 pub mod preference;
 pub mod report;
+pub mod workload;

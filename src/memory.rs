@@ -92,16 +92,31 @@ pub fn memory_info(
     Ok(info)
 }
 
-/// Returns cached, unused device memory to the driver. A no-op on CPU, and whenever torch is not
-/// loaded (nothing can be cached then).
+/// Returns cached, unused memory: the accelerator allocator's cache to the driver, and on CPU the C
+/// heap's free pages to the system (glibc keeps freed large blocks otherwise, so a process that
+/// survived an out-of-memory error would stay large).
 pub fn clear_cache(selection: &Selection) -> Result<()> {
     match backend::loaded() {
         Some(backend) if selection.kind != DeviceKind::Cpu => {
             backend.empty_cache(selection.kind, selection.index)
         }
-        _ => Ok(()),
+        _ => {
+            trim_heap();
+            Ok(())
+        }
     }
 }
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn trim_heap() {
+    // SAFETY: malloc_trim only walks glibc's own heap under its own locks.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn trim_heap() {}
 
 /// Resets the peak figure. A no-op while torch is not loaded (the peak is 0 then).
 pub fn reset_peak(selection: &Selection) -> Result<()> {

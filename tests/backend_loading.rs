@@ -46,8 +46,14 @@ fn cpu_smoke_test_moves_the_peak_and_memory_info_reports_it() {
     b.smoke_test(DeviceKind::Cpu, 0).unwrap();
     let after = ctx.memory_info().unwrap();
     // Two 32x32 fp32 inputs and a 32x32 product at least: 3 * 4 KiB.
-    assert!(after.peak >= baseline.allocated + 3 * 4096, "{baseline:?} -> {after:?}");
-    assert_eq!(after.allocated, baseline.allocated, "the smoke test's tensors are freed");
+    assert!(
+        after.peak >= baseline.allocated + 3 * 4096,
+        "{baseline:?} -> {after:?}"
+    );
+    assert_eq!(
+        after.allocated, baseline.allocated,
+        "the smoke test's tensors are freed"
+    );
     ctx.reset_peak().unwrap();
     assert_eq!(ctx.memory_info().unwrap().peak, after.allocated);
 }
@@ -56,7 +62,10 @@ fn cpu_smoke_test_moves_the_peak_and_memory_info_reports_it() {
 fn cuda_calls_without_cuda_are_errors_not_aborts() {
     let b = backend::load("").unwrap();
     let e = b.smoke_test(DeviceKind::Cuda, 0).unwrap_err();
-    assert!(matches!(e, Error::Unsupported(_) | Error::Torch(_)), "{e:?}");
+    assert!(
+        matches!(e, Error::Unsupported(_) | Error::Torch(_)),
+        "{e:?}"
+    );
     assert!(b.memory_stats(DeviceKind::Cuda, 0).is_err());
     assert!(b.empty_cache(DeviceKind::Cuda, 3).is_err());
     // The process still computes on the CPU afterwards.
@@ -67,7 +76,9 @@ fn cuda_calls_without_cuda_are_errors_not_aborts() {
 fn a_configured_backend_path_that_does_not_exist_is_an_error_naming_it() {
     // The test command does not set SDA_BACKEND, which would take precedence over the config.
     assert!(std::env::var_os(backend::BACKEND_ENV).is_none());
-    let e = backend::load("/nonexistent/libsda_torch.so").err().expect("must not load another file");
+    let e = backend::load("/nonexistent/libsda_torch.so")
+        .err()
+        .expect("must not load another file");
     assert!(matches!(e, Error::BackendUnavailable(_)));
     assert!(e.message().contains("/nonexistent/libsda_torch.so"), "{e}");
     assert!(!libtorch_mapped());

@@ -31,7 +31,10 @@ fn info_verbose_json_has_the_documented_fields() {
     assert!(v["device"]["memory_total"].as_u64().unwrap() > 0);
     assert!(v["memory"]["budget"].as_u64().unwrap() > 0);
     assert_eq!(v["memory"]["strategy"], "balanced");
-    assert_eq!(v["backend"]["loaded"], false, "info on cpu must not load libtorch");
+    assert_eq!(
+        v["backend"]["loaded"], false,
+        "info on cpu must not load libtorch"
+    );
     assert_eq!(v["devices"][0]["kind"], "cpu");
 }
 

@@ -18,18 +18,24 @@ use std::panic::{self, AssertUnwindSafe};
 use std::sync::Once;
 
 pub mod backend;
+pub mod classify;
 pub mod config;
 pub mod context;
 pub mod device;
+pub mod guarded_run;
 pub mod handle;
 pub mod log;
 pub mod memory;
 pub mod status;
 #[cfg(feature = "test-hooks")]
 pub mod test_hooks;
+pub mod workload;
 
 thread_local! {
     static LAST_ERROR: RefCell<CString> = RefCell::new(CString::default());
+    /// Counts the errors stored on this thread, so that a caller can tell whether a call in between
+    /// failed without copying or clearing the message (guarded runs do this on every attempt).
+    static ERRORS_STORED: Cell<u64> = const { Cell::new(0) };
     static INSIDE_EXPORT: Cell<bool> = const { Cell::new(false) };
     static PANIC_MESSAGE: RefCell<String> = const { RefCell::new(String::new()) };
 }
@@ -38,6 +44,17 @@ thread_local! {
 fn set_last_error(message: &str) {
     let c = CString::new(message.replace('\0', " ")).unwrap_or_default();
     LAST_ERROR.with(|slot| *slot.borrow_mut() = c);
+    ERRORS_STORED.with(|n| n.set(n.get() + 1));
+}
+
+/// How many errors this thread has stored so far.
+fn errors_stored() -> u64 {
+    ERRORS_STORED.with(Cell::get)
+}
+
+/// This thread's last error message as text.
+fn read_last_error() -> String {
+    LAST_ERROR.with(|slot| slot.borrow().to_string_lossy().into_owned())
 }
 
 /// Pointer to this thread's last error message; valid until the next libsda call on this thread.

@@ -1,6 +1,7 @@
 //! Status names, the thread's last error message, and the library version.
 
-use super::last_error_ptr;
+use super::{guard, last_error_ptr, set_last_error};
+use crate::error::Error;
 use crate::error::Status;
 use std::os::raw::c_char;
 
@@ -25,6 +26,26 @@ pub extern "C" fn sda_status_str(status: i32) -> *const c_char {
 #[no_mangle]
 pub extern "C" fn sda_last_error_message() -> *const c_char {
     last_error_ptr()
+}
+
+/// Sets the calling thread's error message, as a failing libsda call would. For work callbacks: a C++
+/// or Python host that caught an exception inside `sda_guarded_run`'s work passes its text here before
+/// returning the status, so that the guard reads the real message (e.g. the size a failed allocation
+/// asked for) instead of only the status. `message` NULL is `SDA_ERR_NULL_POINTER`; bytes that are not
+/// UTF-8 are replaced.
+///
+/// Thread safety: [thread-safe] (each thread has its own message).
+#[no_mangle]
+pub extern "C" fn sda_set_error_message(message: *const c_char) -> Status {
+    if message.is_null() {
+        return guard(|| Err(Error::NullPointer("message is NULL".into())));
+    }
+    guard(|| {
+        // SAFETY: a non-null message is a NUL-terminated string (documented).
+        let text = unsafe { std::ffi::CStr::from_ptr(message) }.to_string_lossy();
+        set_last_error(&text);
+        Ok(())
+    })
 }
 
 /// The library version as a static string, `"MAJOR.MINOR.PATCH"`; equals the `SDA_VERSION_*` macros

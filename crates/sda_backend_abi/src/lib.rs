@@ -135,6 +135,47 @@ pub struct BackendApi {
         unsafe extern "C" fn(kind: i32, index: i32, err: ErrBuf, err_cap: usize) -> i32,
     /// Resets the peak statistics of `(kind, index)`.
     pub reset_peak: unsafe extern "C" fn(kind: i32, index: i32, err: ErrBuf, err_cap: usize) -> i32,
+    /// Runs the built-in workload ([`Conv1dWorkload`]) once with `batch` samples on `(kind, index)`:
+    /// fp32 inputs drawn from a normal distribution, the convolution (and its backward pass when asked),
+    /// the output summed, copied to the CPU and checked finite. Every tensor is freed before it returns.
+    ///
+    /// `STATUS_INVALID_ARGUMENT` for a NULL `workload`, a zero batch or size, `with_backward` other than
+    /// 0 or 1, or a kernel longer than `sample_length + 2 * padding`. `STATUS_OUT_OF_MEMORY` when an
+    /// allocation fails (the message is libtorch's, e.g. `DefaultCPUAllocator: can't allocate memory:
+    /// you tried to allocate 123 bytes`), or when the batch's tensors would need more than 2^63 bytes
+    /// (`batch N needs more than 2^63 bytes`), which no device can hold.
+    pub run_conv1d: unsafe extern "C" fn(
+        kind: i32,
+        index: i32,
+        workload: *const Conv1dWorkload,
+        batch: u32,
+        err: ErrBuf,
+        err_cap: usize,
+    ) -> i32,
+}
+
+/// The built-in workload: `conv1d` over `[batch, in_channels, sample_length]` fp32 input with
+/// `out_channels` filters of `kernel_size` and `padding`, forward pass (and a backward pass when
+/// `with_backward` is 1), on one device.
+///
+/// The filters carry a bias; stride and dilation are 1, so the output is
+/// `[batch, out_channels, sample_length + 2 * padding - kernel_size + 1]`. The backward pass computes
+/// the gradients of the filters and the bias (not of the input) from the sum of the output.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Conv1dWorkload {
+    /// Channels of each input sample.
+    pub in_channels: u32,
+    /// Length of each input sample.
+    pub sample_length: u32,
+    /// Number of filters (output channels).
+    pub out_channels: u32,
+    /// Length of each filter.
+    pub kernel_size: u32,
+    /// Zeros added at both ends of each sample.
+    pub padding: u32,
+    /// 1: run the backward pass too; 0: forward only, without building an autograd graph.
+    pub with_backward: u8,
 }
 
 /// Copies `msg` into a caller's `(buf, cap)` as a NUL-terminated string, truncating on a UTF-8
@@ -183,6 +224,19 @@ mod tests {
         // "é" is two bytes: five usable bytes must not split it.
         write_fixed(&mut buf, "abcdé");
         assert_eq!(read_fixed(&buf), "abcd");
+    }
+
+    #[test]
+    fn the_workload_has_a_fixed_c_layout() {
+        // Five u32 and one u8, padded to the u32 alignment: what a C caller's struct looks like.
+        assert_eq!(std::mem::size_of::<Conv1dWorkload>(), 24);
+        assert_eq!(std::mem::align_of::<Conv1dWorkload>(), 4);
+        assert_eq!(std::mem::offset_of!(Conv1dWorkload, with_backward), 20);
+        // The new entry went at the end: the earlier ones keep their offsets.
+        let ptr = std::mem::size_of::<usize>();
+        assert_eq!(std::mem::offset_of!(BackendApi, reset_peak), 8 + 6 * ptr);
+        assert_eq!(std::mem::offset_of!(BackendApi, run_conv1d), 8 + 7 * ptr);
+        assert_eq!(std::mem::size_of::<BackendApi>(), 8 + 8 * ptr);
     }
 
     #[test]

@@ -172,8 +172,11 @@ class CountingCpuAllocator final : public c10::Allocator {
     c10::DataPtr block;
     try {
       block = inner_->allocate(n + kHeader);
-    } catch (const c10::OutOfMemoryError&) {
-      // Counted like the device allocators' num_ooms, then passed on unchanged.
+    } catch (...) {
+      // Counted like the device allocators' num_ooms, then passed on unchanged. Every exception
+      // counts: libtorch's DefaultCPUAllocator reports a failed allocation as a plain c10::Error
+      // ("[enforce fail at alloc_cpu.cpp] ... DefaultCPUAllocator: can't allocate memory: ..."),
+      // not as c10::OutOfMemoryError, and an allocator has no other way to fail.
       g_ooms.fetch_add(1, std::memory_order_relaxed);
       throw;
     }

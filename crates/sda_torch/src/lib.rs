@@ -28,9 +28,9 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Once;
 
 use sda_backend_abi::{
-    write_fixed, write_message, BackendApi, BackendFacts, ErrBuf, MemoryStats, ABI_VERSION,
-    DEVICE_CPU, DEVICE_CUDA, DEVICE_MPS, STATUS_INVALID_ARGUMENT, STATUS_OK, STATUS_OUT_OF_MEMORY,
-    STATUS_PANIC, STATUS_TORCH_ERROR, STATUS_UNAVAILABLE,
+    write_fixed, write_message, BackendApi, BackendFacts, Conv1dWorkload, ErrBuf, MemoryStats,
+    ABI_VERSION, DEVICE_CPU, DEVICE_CUDA, DEVICE_MPS, STATUS_INVALID_ARGUMENT, STATUS_OK,
+    STATUS_OUT_OF_MEMORY, STATUS_PANIC, STATUS_TORCH_ERROR, STATUS_UNAVAILABLE,
 };
 use tch::{Device, Kind, Tensor};
 
@@ -235,6 +235,23 @@ fn accelerator(target: Target) -> Result<(i32, i32), Failure> {
     }
 }
 
+/// The tch device of a validated target; accelerators go through [`accelerator`] first, so CUDA is
+/// only named once it is loaded and the index is below the device count.
+fn device(target: Target) -> Result<Device, Failure> {
+    match target {
+        Target::Cpu => Ok(Device::Cpu),
+        _ => {
+            let (kind, index) = accelerator(target)?;
+            if kind == DEVICE_MPS {
+                Ok(Device::Mps)
+            } else {
+                // Non-negative and below the device count: checked by target/accelerator.
+                Ok(Device::Cuda(index as usize))
+            }
+        }
+    }
+}
+
 /// libtorch's error text without the C++ backtrace that release builds append after the message.
 fn torch_message(err: &tch::TchError) -> String {
     let text = match err {
@@ -246,7 +263,18 @@ fn torch_message(err: &tch::TchError) -> String {
         .filter_map(|marker| text.find(marker))
         .min()
         .unwrap_or(text.len());
-    text[..cut].trim_end().to_string()
+    let text = text[..cut].trim_end();
+    // The CPU allocator's failure comes through CAFFE_ENFORCE: "[enforce fail at alloc_cpu.cpp:127]
+    // err == 0. DefaultCPUAllocator: can't allocate memory: ...". The prefix is libtorch's source
+    // location and condition, no help to a user.
+    let text = match (
+        text.starts_with("[enforce fail at"),
+        text.find("DefaultCPUAllocator:"),
+    ) {
+        (true, Some(at)) => &text[at..],
+        _ => text,
+    };
+    text.to_string()
 }
 
 /// Maps a libtorch error to `STATUS_OUT_OF_MEMORY` when its text is one of libtorch's OOM messages
@@ -278,6 +306,159 @@ fn run_smoke(device: Device) -> Result<f64, tch::TchError> {
     let sum = product.f_sum(Kind::Float)?;
     let on_cpu = sum.f_to(Device::Cpu)?;
     on_cpu.f_double_value(&[])
+}
+
+/// The built-in workload's tensor sizes, checked and converted to libtorch's `i64`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Conv1dPlan {
+    batch: i64,
+    in_channels: i64,
+    sample_length: i64,
+    out_channels: i64,
+    kernel_size: i64,
+    padding: i64,
+    backward: bool,
+    /// Bytes the live tensors need at once (inputs, filters, bias and output; with the backward pass
+    /// also the output's gradient and the filters' and bias's gradients). A lower bound of the peak.
+    bytes: u64,
+}
+
+/// Bytes of one fp32 element.
+const F32_BYTES: u64 = 4;
+
+/// Checks a workload and a batch: zero sizes, a `with_backward` other than 0/1 and a kernel longer
+/// than the padded sample are `STATUS_INVALID_ARGUMENT`.
+fn check_conv1d(w: &Conv1dWorkload, batch: u32) -> Result<(), Failure> {
+    let invalid = |msg: String| Failure::new(STATUS_INVALID_ARGUMENT, format!("conv1d: {msg}"));
+    let zero: Vec<&str> = [
+        ("batch", batch),
+        ("in_channels", w.in_channels),
+        ("sample_length", w.sample_length),
+        ("out_channels", w.out_channels),
+        ("kernel_size", w.kernel_size),
+    ]
+    .iter()
+    .filter(|(_, v)| *v == 0)
+    .map(|(name, _)| *name)
+    .collect();
+    if !zero.is_empty() {
+        return Err(invalid(format!("{} must not be 0", zero.join(", "))));
+    }
+    if w.with_backward > 1 {
+        return Err(invalid(format!(
+            "with_backward is {}, not 0 or 1",
+            w.with_backward
+        )));
+    }
+    if u64::from(w.kernel_size) > padded_length(w) {
+        return Err(invalid(format!(
+            "kernel_size {} is longer than the padded sample (sample_length {} + 2 * padding {} = {})",
+            w.kernel_size,
+            w.sample_length,
+            w.padding,
+            padded_length(w)
+        )));
+    }
+    Ok(())
+}
+
+/// `sample_length + 2 * padding`; u32 + 2 * u32 cannot overflow u64.
+fn padded_length(w: &Conv1dWorkload) -> u64 {
+    u64::from(w.sample_length) + 2 * u64::from(w.padding)
+}
+
+/// Checks a workload and a batch ([`check_conv1d`]) and computes the sizes with checked `u64`
+/// arithmetic: tensors that would need more than 2^63 bytes together (which overflow libtorch's
+/// sizes and fit on no device) are `STATUS_OUT_OF_MEMORY`.
+fn plan_conv1d(w: &Conv1dWorkload, batch: u32) -> Result<Conv1dPlan, Failure> {
+    check_conv1d(w, batch)?;
+    // kernel_size <= padded_length: checked above.
+    let output_length = padded_length(w) - u64::from(w.kernel_size) + 1;
+    let backward = w.with_backward == 1;
+
+    let too_big = || {
+        Failure::new(
+            STATUS_OUT_OF_MEMORY,
+            format!("conv1d: batch {batch} needs more than 2^63 bytes"),
+        )
+    };
+    let mul = |a: u64, b: u64| a.checked_mul(b).ok_or_else(too_big);
+    let (b, cin, len, cout, k) = (
+        u64::from(batch),
+        u64::from(w.in_channels),
+        u64::from(w.sample_length),
+        u64::from(w.out_channels),
+        u64::from(w.kernel_size),
+    );
+    let input = mul(mul(b, cin)?, len)?;
+    let weight = mul(mul(cout, cin)?, k)?;
+    let bias = cout;
+    let output = mul(mul(b, cout)?, output_length)?;
+    // The backward pass adds the output's gradient and the weight's and bias's gradients.
+    let copies = |n: u64| if backward { mul(n, 2) } else { Ok(n) };
+    let elements = [input, copies(weight)?, copies(bias)?, copies(output)?]
+        .iter()
+        .try_fold(0u64, |acc, &n| acc.checked_add(n))
+        .ok_or_else(too_big)?;
+    let bytes = mul(elements, F32_BYTES)?;
+    if bytes > i64::MAX as u64 {
+        return Err(too_big());
+    }
+    // Every factor is at most the element count, which is below 2^63 now; the u32 fields fit anyway.
+    Ok(Conv1dPlan {
+        batch: i64::from(batch),
+        in_channels: i64::from(w.in_channels),
+        sample_length: i64::from(w.sample_length),
+        out_channels: i64::from(w.out_channels),
+        kernel_size: i64::from(w.kernel_size),
+        padding: i64::from(w.padding),
+        backward,
+        bytes,
+    })
+}
+
+/// Runs the workload once on `device`: only fallible `f_*` tch calls. Every tensor is a local of this
+/// function, so all of them are freed when it returns, on success and on error alike. Returns the
+/// sum of the output (and, with the backward pass, the sum of the filters' gradient), read on the
+/// CPU so that the work cannot be skipped.
+fn run_conv1d(plan: &Conv1dPlan, device: Device) -> Result<(f64, Option<f64>), tch::TchError> {
+    let options = (Kind::Float, device);
+    let forward = |weight: &Tensor, bias: &Tensor| -> Result<Tensor, tch::TchError> {
+        let input = Tensor::f_randn([plan.batch, plan.in_channels, plan.sample_length], options)?;
+        input.f_conv1d(weight, Some(bias), [1], [plan.padding], [1], 1)
+    };
+    let weight = Tensor::f_randn(
+        [plan.out_channels, plan.in_channels, plan.kernel_size],
+        options,
+    )?;
+    let bias = Tensor::f_randn([plan.out_channels], options)?;
+    if !plan.backward {
+        // No autograd graph: only the inputs, filters and output are held. The guard restores the
+        // thread's grad mode on every way out.
+        let _no_grad = tch::no_grad_guard();
+        let output = forward(&weight, &bias)?;
+        let sum = output.f_sum(Kind::Float)?.f_to(Device::Cpu)?;
+        drop(output);
+        return Ok((sum.f_double_value(&[])?, None));
+    }
+    // Gradients of the filters and bias (the input is data, not a parameter). Grad mode is enabled
+    // explicitly in case the calling thread turned it off.
+    tch::with_grad(|| {
+        let weight = weight.f_set_requires_grad(true)?;
+        let bias = bias.f_set_requires_grad(true)?;
+        let output = forward(&weight, &bias)?;
+        let loss = output.f_sum(Kind::Float)?;
+        drop(output); // the graph keeps what the backward pass needs
+        loss.f_backward()?;
+        let value = loss.f_detach()?.f_to(Device::Cpu)?.f_double_value(&[])?;
+        drop(loss); // frees the graph
+        let grad = weight.f_grad()?;
+        let grad_sum = grad
+            .f_sum(Kind::Float)?
+            .f_to(Device::Cpu)?
+            .f_double_value(&[])?;
+        Ok((value, Some(grad_sum)))
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -347,19 +528,7 @@ unsafe extern "C" fn api_set_memory_fraction(
 /// `BackendApi::smoke_test`: a 32×32 matmul on the device, summed and read back on the CPU.
 unsafe extern "C" fn api_smoke_test(kind: i32, index: i32, err: ErrBuf, err_cap: usize) -> i32 {
     guarded(err, err_cap, || {
-        let target = target(kind, index)?;
-        let device = match target {
-            Target::Cpu => Device::Cpu,
-            _ => {
-                let (kind, index) = accelerator(target)?;
-                if kind == DEVICE_MPS {
-                    Device::Mps
-                } else {
-                    // Non-negative and below the device count: checked by target/accelerator.
-                    Device::Cuda(index as usize)
-                }
-            }
-        };
+        let device = device(target(kind, index)?)?;
         let value = run_smoke(device)
             .map_err(|e| torch_failure(&format!("smoke test on {device:?}"), &e))?;
         if value.is_finite() {
@@ -462,6 +631,49 @@ unsafe extern "C" fn api_reset_peak(kind: i32, index: i32, err: ErrBuf, err_cap:
     })
 }
 
+/// `BackendApi::run_conv1d`: checks in the order arguments (`STATUS_INVALID_ARGUMENT`), device
+/// (`STATUS_UNAVAILABLE`), size (`STATUS_OUT_OF_MEMORY` past 2^63 bytes), then runs the workload.
+unsafe extern "C" fn api_run_conv1d(
+    kind: i32,
+    index: i32,
+    workload: *const Conv1dWorkload,
+    batch: u32,
+    err: ErrBuf,
+    err_cap: usize,
+) -> i32 {
+    guarded(err, err_cap, || {
+        let target = target(kind, index)?;
+        if workload.is_null() {
+            return Err(Failure::new(
+                STATUS_INVALID_ARGUMENT,
+                "conv1d: workload is NULL",
+            ));
+        }
+        // SAFETY: checked non-NULL; the caller provides a valid Conv1dWorkload (plain data, copied).
+        let workload = unsafe { workload.read() };
+        // Argument errors come before the device is looked at, size errors after.
+        check_conv1d(&workload, batch)?;
+        let device = device(target)?;
+        let plan = plan_conv1d(&workload, batch)?;
+        let context = || {
+            format!(
+                "conv1d with batch {batch} on {device:?} (tensors of at least {} bytes)",
+                plan.bytes
+            )
+        };
+        let (value, grad) = run_conv1d(&plan, device).map_err(|e| torch_failure(&context(), &e))?;
+        for (what, v) in [("output sum", Some(value)), ("filter gradient sum", grad)] {
+            if let Some(v) = v.filter(|v| !v.is_finite()) {
+                return Err(Failure::new(
+                    STATUS_TORCH_ERROR,
+                    format!("{}: the {what} is {v}, not a finite number", context()),
+                ));
+            }
+        }
+        Ok(())
+    })
+}
+
 /// The table handed to the core; every pointer is non-null and lives as long as the process (the
 /// module is linked `-z nodelete`).
 static API: BackendApi = BackendApi {
@@ -474,6 +686,7 @@ static API: BackendApi = BackendApi {
     memory_stats: api_memory_stats,
     empty_cache: api_empty_cache,
     reset_peak: api_reset_peak,
+    run_conv1d: api_run_conv1d,
 };
 
 /// The module's single exported symbol (`sda_backend_abi::ENTRY_SYMBOL`).
@@ -513,6 +726,18 @@ mod tests {
             "{}",
             f.message
         );
+        let enforce = tch::TchError::Torch(
+            "[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: \
+             you tried to allocate 64 bytes. Error code 12 (Cannot allocate memory)"
+                .into(),
+        );
+        let f = torch_failure("ctx", &enforce);
+        assert_eq!(f.status, STATUS_OUT_OF_MEMORY);
+        assert_eq!(
+            f.message,
+            "ctx: DefaultCPUAllocator: can't allocate memory: you tried to allocate 64 bytes. \
+             Error code 12 (Cannot allocate memory)"
+        );
         let cuda = tch::TchError::Torch("CUDA out of memory. Tried to allocate 2.00 GiB".into());
         assert_eq!(torch_failure("ctx", &cuda).status, STATUS_OUT_OF_MEMORY);
         let other = tch::TchError::Torch("mat1 and mat2 shapes cannot be multiplied".into());
@@ -549,6 +774,114 @@ mod tests {
             fraction_settings("per_process_memory_fraction:0.5,max_split_size_mb:128", 1.0),
             "max_split_size_mb:128,per_process_memory_fraction:1"
         );
+    }
+
+    /// The seeds' benchmark workload.
+    const BENCH: Conv1dWorkload = Conv1dWorkload {
+        in_channels: 1,
+        sample_length: 48000,
+        out_channels: 16,
+        kernel_size: 1024,
+        padding: 512,
+        with_backward: 0,
+    };
+
+    #[test]
+    fn conv1d_sizes_are_checked_and_counted() {
+        let plan = plan_conv1d(&BENCH, 4).unwrap();
+        // Output length 48000 + 2 * 512 - 1024 + 1 = 48001.
+        let elements = 4 * 48000 + 16 * 1024 + 16 + 4 * 16 * 48001;
+        assert_eq!(plan.bytes, 4 * elements);
+        assert_eq!(
+            (plan.batch, plan.kernel_size, plan.padding, plan.backward),
+            (4, 1024, 512, false)
+        );
+        let with_backward = Conv1dWorkload {
+            with_backward: 1,
+            ..BENCH
+        };
+        let plan = plan_conv1d(&with_backward, 4).unwrap();
+        assert!(plan.backward);
+        assert_eq!(
+            plan.bytes,
+            4 * (4 * 48000 + 2 * (16 * 1024 + 16 + 4 * 16 * 48001))
+        );
+        // The kernel may be exactly as long as the padded sample (one output position).
+        let exact = Conv1dWorkload {
+            sample_length: 10,
+            padding: 3,
+            kernel_size: 16,
+            ..BENCH
+        };
+        assert!(plan_conv1d(&exact, 1).is_ok());
+    }
+
+    #[test]
+    fn conv1d_argument_errors_name_the_argument() {
+        let e = plan_conv1d(&BENCH, 0).unwrap_err();
+        assert_eq!(e.status, STATUS_INVALID_ARGUMENT);
+        assert!(e.message.contains("batch"), "{}", e.message);
+        let zeros = Conv1dWorkload {
+            in_channels: 0,
+            kernel_size: 0,
+            ..BENCH
+        };
+        let e = plan_conv1d(&zeros, 1).unwrap_err();
+        assert_eq!(e.status, STATUS_INVALID_ARGUMENT);
+        assert!(
+            e.message.contains("in_channels, kernel_size must not be 0"),
+            "{}",
+            e.message
+        );
+        let long = Conv1dWorkload {
+            sample_length: 10,
+            padding: 3,
+            kernel_size: 17,
+            ..BENCH
+        };
+        let e = plan_conv1d(&long, 1).unwrap_err();
+        assert_eq!(e.status, STATUS_INVALID_ARGUMENT);
+        assert!(e.message.contains("= 16"), "{}", e.message);
+        let flag = Conv1dWorkload {
+            with_backward: 2,
+            ..BENCH
+        };
+        assert_eq!(
+            plan_conv1d(&flag, 1).unwrap_err().status,
+            STATUS_INVALID_ARGUMENT
+        );
+    }
+
+    #[test]
+    fn conv1d_batches_past_2_pow_63_bytes_are_out_of_memory() {
+        // u64 overflow of the element count.
+        let huge = Conv1dWorkload {
+            in_channels: u32::MAX,
+            sample_length: u32::MAX,
+            out_channels: u32::MAX,
+            kernel_size: 1,
+            padding: 0,
+            with_backward: 0,
+        };
+        let e = plan_conv1d(&huge, u32::MAX).unwrap_err();
+        assert_eq!(e.status, STATUS_OUT_OF_MEMORY);
+        assert_eq!(
+            e.message,
+            format!("conv1d: batch {} needs more than 2^63 bytes", u32::MAX)
+        );
+        // Fits u64 as elements, not as i64 bytes: 2^32 * 2^31 elements of 4 bytes = 2^65 bytes.
+        let wide = Conv1dWorkload {
+            in_channels: 1,
+            sample_length: 1 << 31,
+            out_channels: 1,
+            kernel_size: 1,
+            padding: 0,
+            with_backward: 0,
+        };
+        let e = plan_conv1d(&wide, u32::MAX).unwrap_err();
+        assert_eq!(e.status, STATUS_OUT_OF_MEMORY, "{}", e.message);
+        // Just below the limit is left to the allocator.
+        assert!(plan_conv1d(&wide, 1 << 28).unwrap().bytes < 1 << 63);
     }
 
     #[test]

@@ -9,6 +9,16 @@ use std::path::Path;
 use common::{api, Msg};
 use sda_backend_abi::*;
 
+/// The seeds' benchmark workload.
+const BENCH: Conv1dWorkload = Conv1dWorkload {
+    in_channels: 1,
+    sample_length: 48000,
+    out_channels: 16,
+    kernel_size: 1024,
+    padding: 512,
+    with_backward: 0,
+};
+
 #[test]
 fn load_cuda_then_cuda_calls_are_checked_against_the_device_count() {
     let api = api();
@@ -59,6 +69,8 @@ fn load_cuda_then_cuda_calls_are_checked_against_the_device_count() {
     let mut stats = MemoryStats::default();
     let rc = unsafe { (api.memory_stats)(DEVICE_CUDA, count, &mut stats, msg.ptr(), msg.cap()) };
     assert_eq!(rc, STATUS_UNAVAILABLE, "{}", msg.text());
+    let rc = unsafe { (api.run_conv1d)(DEVICE_CUDA, count, &BENCH, 1, msg.ptr(), msg.cap()) };
+    assert_eq!(rc, STATUS_UNAVAILABLE, "{}", msg.text());
 
     if count > 0 {
         // A GPU machine: the whole CUDA path works.
@@ -77,6 +89,31 @@ fn load_cuda_then_cuda_calls_are_checked_against_the_device_count() {
             unsafe { (api.empty_cache)(DEVICE_CUDA, 0, msg.ptr(), msg.cap()) },
             STATUS_OK
         );
+
+        // The built-in workload: forward, forward + backward, then a batch no GPU can hold
+        // (10^7 samples: 1.9 TB of input), which must be a clean OUT_OF_MEMORY that the caching
+        // allocator counts, after which a small batch runs again.
+        let train = Conv1dWorkload {
+            with_backward: 1,
+            ..BENCH
+        };
+        for w in [&BENCH, &train] {
+            let rc = unsafe { (api.run_conv1d)(DEVICE_CUDA, 0, w, 4, msg.ptr(), msg.cap()) };
+            assert_eq!(rc, STATUS_OK, "{w:?}: {}", msg.text());
+        }
+        let rc = unsafe { (api.memory_stats)(DEVICE_CUDA, 0, &mut stats, msg.ptr(), msg.cap()) };
+        assert_eq!(rc, STATUS_OK, "{}", msg.text());
+        let (allocated, ooms) = (stats.allocated, stats.num_ooms);
+        let rc =
+            unsafe { (api.run_conv1d)(DEVICE_CUDA, 0, &BENCH, 10_000_000, msg.ptr(), msg.cap()) };
+        assert_eq!(rc, STATUS_OUT_OF_MEMORY, "{}", msg.text());
+        assert!(msg.text().contains("out of memory"), "{}", msg.text());
+        let rc = unsafe { (api.memory_stats)(DEVICE_CUDA, 0, &mut stats, msg.ptr(), msg.cap()) };
+        assert_eq!(rc, STATUS_OK, "{}", msg.text());
+        assert_eq!(stats.num_ooms, ooms + 1, "{stats:?}");
+        assert_eq!(stats.allocated, allocated, "every tensor is freed");
+        let rc = unsafe { (api.run_conv1d)(DEVICE_CUDA, 0, &BENCH, 4, msg.ptr(), msg.cap()) };
+        assert_eq!(rc, STATUS_OK, "after the OOM: {}", msg.text());
     }
 
     // The CPU keeps working after CUDA was loaded.

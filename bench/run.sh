@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Start-up and per-call benchmarks for libsda (issue 2). Prints a Markdown table of whole-process
-# times measured in one run with hyperfine, with the ratios against the comparisons.
+# libsda's benchmarks: whole-process start-up against bare libtorch and Python (hyperfine, one run,
+# ratios printed), per-call costs of sda_device_info / sda_memory_info, and the overhead of a guarded
+# run around an empty callback.
 #   make bench      (builds first)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -12,6 +13,7 @@ command -v hyperfine >/dev/null || { apt-get update -qq && apt-get install -y -q
 
 cc -O2 -I"$root/include" "$root/bench/startup_sda.c" -L"$release" -lsda -Wl,-rpath,"$release" -o "$out/startup_sda"
 cc -O2 -I"$root/include" "$root/bench/calls.c" -L"$release" -lsda -Wl,-rpath,"$release" -o "$out/calls"
+cc -O2 -I"$root/include" "$root/bench/guard_overhead.c" -L"$release" -lsda -Wl,-rpath,"$release" -o "$out/guard_overhead"
 if [ ! -x "$out/libtorch_matmul" ]; then
   g++ -O2 -std=c++17 -D_GLIBCXX_USE_CXX11_ABI=1 -I"$libtorch/include" \
     -I"$libtorch/include/torch/csrc/api/include" "$root/bench/libtorch_matmul.cpp" \
@@ -44,3 +46,4 @@ print(f"python / select+info = {med[py]/med[sda]:.0f}x (target >= 50x)")
 print(f"select+info+backend_load / bare libtorch = {med[sda_bk]/med[lt]:.3f} (target <= 1.15)")
 PY
 "$out/calls"
+"$out/guard_overhead"
