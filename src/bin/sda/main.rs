@@ -1,10 +1,12 @@
-//! `sda`: the command-line face of libsda.
+//! `sda`: the command-line face of libsda. One file per subcommand in this directory; this file only
+//! parses the command line and dispatches.
 //!
 //! `sda info [--device D] [--verbose] [--json]` prints the device report of this machine.
 
+mod info;
+
 use clap::{Parser, Subcommand};
 use sda::config::Config;
-use sda::context::Context;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -50,32 +52,21 @@ fn load_config(path: Option<&PathBuf>) -> sda::error::Result<Config> {
     }
 }
 
-fn run(cli: Cli) -> sda::error::Result<()> {
+/// Runs the subcommand; its exit code is the subcommand's to choose (`doctor` reports severities).
+fn run(cli: Cli) -> sda::error::Result<ExitCode> {
     let config = load_config(cli.config.as_ref())?;
     match cli.command {
         Command::Info {
             device,
             verbose,
             json,
-        } => {
-            // Warnings are part of the report itself; keep the log quiet unless SDA_LOG asks.
-            let context = Context::new(config);
-            let report = sda::report::device_report(&context, device.as_deref())?;
-            if json {
-                let text = serde_json::to_string_pretty(&report.to_json(verbose))
-                    .map_err(|e| sda::error::Error::Io(e.to_string()))?;
-                println!("{text}");
-            } else {
-                print!("{}", report.to_text(verbose));
-            }
-        }
+        } => info::run(config, device.as_deref(), verbose, json).map(|()| ExitCode::SUCCESS),
     }
-    Ok(())
 }
 
 fn main() -> ExitCode {
     match run(Cli::parse()) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("sda: {} ({})", e, e.status().name());
             ExitCode::from(2)
