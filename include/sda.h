@@ -191,6 +191,162 @@ typedef int32_t sda_log_level;
 #endif // __cplusplus
 
 /**
+ * The strategy a plan resolved to (`auto` becomes one of these).
+ *
+ */
+enum sda_plan_strategy
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : int32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  /**
+   * Every worker on the CPU.
+   */
+  SDA_PLAN_STRATEGY_CPU = 0,
+  /**
+   * Every worker shares one GPU.
+   */
+  SDA_PLAN_STRATEGY_SINGLE_GPU = 1,
+  /**
+   * One rank per GPU (torch.distributed, NCCL).
+   */
+  SDA_PLAN_STRATEGY_MULTI_GPU = 2,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum sda_plan_strategy sda_plan_strategy;
+#else
+typedef int32_t sda_plan_strategy;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
+ * Which launcher's variables the plan read from the process environment.
+ *
+ */
+enum sda_launcher
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : int32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  /**
+   * None: the plan is a single-node job of its own.
+   */
+  SDA_LAUNCHER_NONE = 0,
+  /**
+   * torchrun (`RANK`, `LOCAL_RANK`, `WORLD_SIZE`, `LOCAL_WORLD_SIZE`).
+   */
+  SDA_LAUNCHER_TORCHRUN = 1,
+  /**
+   * SLURM (`SLURM_PROCID`, `SLURM_LOCALID`, `SLURM_NTASKS`).
+   */
+  SDA_LAUNCHER_SLURM = 2,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum sda_launcher sda_launcher;
+#else
+typedef int32_t sda_launcher;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
+ * Why the search stopped.
+ *
+ */
+enum sda_probe_stop
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : int32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  /**
+   * The largest batch under the budget was found (the normal case).
+   */
+  SDA_PROBE_STOP_BUDGET = 0,
+  /**
+   * `max_batch` fits: the true maximum may be higher (`capped` is set).
+   */
+  SDA_PROBE_STOP_MAX_BATCH = 1,
+  /**
+   * Even `min_batch` does not fit the budget or runs out of memory.
+   */
+  SDA_PROBE_STOP_OUT_OF_MEMORY = 2,
+  /**
+   * The progress callback asked to stop.
+   */
+  SDA_PROBE_STOP_CANCELLED = 3,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum sda_probe_stop sda_probe_stop;
+#else
+typedef int32_t sda_probe_stop;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
+ * How bad a problem is.
+ *
+ */
+enum sda_severity
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : int32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  /**
+   * Worth knowing; nothing to do (e.g. no NVIDIA driver on a machine without an NVIDIA GPU).
+   */
+  SDA_SEVERITY_INFO = 0,
+  /**
+   * Works, but not as configured or not as well as it could (e.g. a GPU that will fall back).
+   */
+  SDA_SEVERITY_WARNING = 1,
+  /**
+   * Keeps something from working (e.g. no backend, a libtorch of another version).
+   */
+  SDA_SEVERITY_ERROR = 2,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum sda_severity sda_severity;
+#else
+typedef int32_t sda_severity;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
+ * How much a report says (the values `sda_report` and `sda_report_json` take).
+ *
+ */
+enum sda_verbosity
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : int32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  /**
+   * The device, its memory, a fallback warning, and problems that need attention.
+   */
+  SDA_VERBOSITY_ESSENTIAL = 0,
+  /**
+   * Everything: selection, budget, allocator figures, precision, CUDA versions, CPU, backend,
+   * applied environment, auto-configuration, every device, all problems, version.
+   */
+  SDA_VERBOSITY_VERBOSE = 1,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum sda_verbosity sda_verbosity;
+#else
+typedef int32_t sda_verbosity;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
+ * How workers are placed on devices.
+ */
+typedef struct Strategy Strategy;
+
+/**
  * An opaque configuration: built-in defaults, a TOML file or a TOML text, plus the environment
  * overrides `SDA_CONFIG` and `SDA_DEVICE`. Create with `sda_config_new`, `sda_config_load` or
  * `sda_config_load_str`; release with `sda_config_free`.
@@ -503,6 +659,80 @@ typedef struct {
 } sda_memory_figures;
 
 /**
+ * The plan of one worker. Get one from `sda_worker_plan_default()` so that `struct_size` is set.
+ */
+typedef struct {
+  /**
+   * `sizeof(sda_worker_plan)` as the caller was compiled; set by `sda_worker_plan_default()`.
+   */
+  uint32_t struct_size;
+  /**
+   * The strategy in force.
+   */
+  sda_plan_strategy strategy;
+  /**
+   * The worker's device kind.
+   */
+  sda_device_kind kind;
+  /**
+   * The worker's device index.
+   */
+  int32_t index;
+  /**
+   * The worker's device as torch spells it (`cpu`, `cuda:3`), NUL-terminated.
+   */
+  char device[32];
+  /**
+   * Workers on this node.
+   */
+  uint32_t workers;
+  /**
+   * This worker's number, `0 .. workers-1`.
+   */
+  uint32_t worker_id;
+  /**
+   * CUDA devices the driver lists.
+   */
+  uint32_t gpu_count;
+  /**
+   * Global rank (`RANK`); -1 when the strategy has no ranks (cpu, single_gpu).
+   */
+  int32_t rank;
+  /**
+   * Rank on this node (`LOCAL_RANK`); -1 when the strategy has no ranks.
+   */
+  int32_t local_rank;
+  /**
+   * Ranks in the whole job (`WORLD_SIZE`); equals `workers` without ranks.
+   */
+  uint32_t world_size;
+  /**
+   * Rendezvous port (`MASTER_PORT`); 0 without ranks.
+   */
+  uint32_t master_port;
+  /**
+   * Rendezvous address (`MASTER_ADDR`), empty without ranks; NUL-terminated.
+   */
+  char master_addr[256];
+  /**
+   * Process-group backend (`nccl`), empty for the process pools; NUL-terminated.
+   */
+  char distributed_backend[16];
+  /**
+   * Whose variables were read.
+   */
+  sda_launcher launcher;
+  /**
+   * Number of `NAME=value` lines of the worker's environment.
+   */
+  uint32_t env_count;
+  /**
+   * Why this strategy and this many workers; NUL-terminated, truncated to fit.
+   */
+  char reason[512];
+} sda_worker_plan;
+
+/**
  * Shape of the built-in workload (the seeds' benchmark): conv1d over `[batch, channels,
  * sample_length]` fp32. Get it from `sda_workload_default()`, then change fields.
  */
@@ -536,6 +766,290 @@ typedef struct {
    */
   bool with_backward;
 } sda_workload;
+
+/**
+ * A custom probe workload: runs the host's work once with `batch` samples and returns an
+ * `sda_status` (`SDA_ERR_OUT_OF_MEMORY` when it ran out; pass an exception's text to
+ * `sda_set_error_message` first). Must not throw or longjmp through libsda.
+ */
+typedef int32_t (*sda_probe_workload_callback)(void *user_data, uint32_t batch);
+
+/**
+ * Progress of a probe after each run; valid only during the call.
+ */
+typedef struct {
+  /**
+   * Batch of the run that just finished.
+   */
+  uint32_t batch;
+  /**
+   * The run completed.
+   */
+  bool ok;
+  /**
+   * The run ran out of memory.
+   */
+  bool oom;
+  /**
+   * Peak bytes the run used above what was allocated before it.
+   */
+  uint64_t peak_bytes;
+  /**
+   * What the fitted line predicted for this batch (0 for the measuring runs).
+   */
+  uint64_t predicted_bytes;
+  /**
+   * Wall time of the run in milliseconds.
+   */
+  double elapsed_ms;
+  /**
+   * Runs so far.
+   */
+  uint32_t runs;
+  /**
+   * Largest batch that fitted so far (0 = none yet).
+   */
+  uint32_t best_batch;
+  /**
+   * The budget in bytes.
+   */
+  uint64_t budget_bytes;
+} sda_probe_progress;
+
+/**
+ * The progress callback: return `true` to go on, `false` to cancel the probe (it then returns
+ * `SDA_ERR_CANCELLED` after the current run).
+ */
+typedef bool (*sda_probe_progress_callback)(void *user_data, const sda_probe_progress *progress);
+
+/**
+ * Options of `sda_probe_batch`; get them from `sda_probe_options_default()`, then change fields.
+ */
+typedef struct {
+  /**
+   * `sizeof(sda_probe_options)` as the caller was compiled; set by `sda_probe_options_default()`.
+   */
+  uint32_t struct_size;
+  /**
+   * Smallest batch (default 1).
+   */
+  uint32_t min_batch;
+  /**
+   * Largest batch worth trying (default 65536); reaching it sets `capped` in the result.
+   */
+  uint32_t max_batch;
+  /**
+   * Most workload runs before the best batch so far is returned (default 8, at least 3).
+   */
+  uint32_t max_runs;
+  /**
+   * The budget in bytes; 0 = the memory strategy's share of the device, on CPU of the available
+   * memory (`MemAvailable`, capped by the cgroup limit). Default 0.
+   */
+  uint64_t budget_bytes;
+  /**
+   * Kept below the budget for the recommended batch; 0 = 5 % of the budget (default).
+   */
+  uint64_t margin_bytes;
+  /**
+   * Shape of the built-in workload; NULL = the seeds' conv1d (default). Ignored when
+   * `custom_workload` is set.
+   */
+  const sda_workload *workload;
+  /**
+   * The host's own workload instead of the built-in one (default NULL).
+   */
+  sda_probe_workload_callback custom_workload;
+  /**
+   * Passed to `custom_workload`.
+   */
+  void *workload_user_data;
+  /**
+   * Called after every run (default NULL).
+   */
+  sda_probe_progress_callback progress;
+  /**
+   * Passed to `progress`.
+   */
+  void *progress_user_data;
+  /**
+   * When not NULL, the recommended batch is stored in this configuration's
+   * `hardware.max_batch_size` (save the configuration to keep it). Default NULL.
+   */
+  sda_config *save_to;
+} sda_probe_options;
+
+/**
+ * What a probe found.
+ */
+typedef struct {
+  /**
+   * `sizeof(sda_probe_result)` as the caller was compiled; set by `sda_probe_result_default()`.
+   */
+  uint32_t struct_size;
+  /**
+   * The largest batch that ran successfully within the budget (0 when none did).
+   */
+  uint32_t max_batch;
+  /**
+   * The batch to use: predicted to peak below `budget − margin`, never above `max_batch`.
+   */
+  uint32_t recommended_batch;
+  /**
+   * Workload runs, the measuring runs included.
+   */
+  uint32_t runs;
+  /**
+   * Runs that ran out of memory.
+   */
+  uint32_t oom_runs;
+  /**
+   * Why the search stopped.
+   */
+  sda_probe_stop stop;
+  /**
+   * `max_batch` is the configured ceiling, not the memory limit: the true maximum may be higher.
+   */
+  bool capped;
+  /**
+   * Fitted bytes that do not depend on the batch.
+   */
+  double fixed_bytes;
+  /**
+   * Fitted bytes per sample.
+   */
+  double per_sample_bytes;
+  /**
+   * What the fit predicted for `max_batch`.
+   */
+  uint64_t predicted_peak_bytes;
+  /**
+   * What `max_batch` measured.
+   */
+  uint64_t measured_peak_bytes;
+  /**
+   * The budget searched against.
+   */
+  uint64_t budget_bytes;
+  /**
+   * The margin kept below the budget for `recommended_batch`.
+   */
+  uint64_t margin_bytes;
+  /**
+   * Wall time of the probe in milliseconds.
+   */
+  double elapsed_ms;
+} sda_probe_result;
+
+/**
+ * An auto-configuration. Get one from `sda_recommendation_default()` so that `struct_size` is set.
+ */
+typedef struct {
+  /**
+   * `sizeof(sda_recommendation)` as the caller was compiled; set by `sda_recommendation_default()`.
+   */
+  uint32_t struct_size;
+  /**
+   * Kind of the device it is for (the context's selected device).
+   */
+  sda_device_kind kind;
+  /**
+   * Index of that device.
+   */
+  int32_t index;
+  /**
+   * The device as torch spells it, NUL-terminated.
+   */
+  char device[32];
+  /**
+   * The device's total memory in bytes (RAM on CPU and MPS), which chose the tier.
+   */
+  uint64_t memory_total;
+  /**
+   * The batch size to use.
+   */
+  uint32_t batch_size;
+  /**
+   * `true` when `batch_size` is a probe's measurement stored in the configuration
+   * (`hardware.max_batch_size`), which beats the tier's guess.
+   */
+  bool batch_from_probe;
+  /**
+   * Whether to use gradient checkpointing.
+   */
+  bool gradient_checkpointing;
+  /**
+   * Model blocks.
+   */
+  uint32_t blocks;
+  /**
+   * Model channels.
+   */
+  uint32_t channels;
+  /**
+   * The tier's position in the table in force.
+   */
+  uint32_t tier_index;
+  /**
+   * `true` when the tier came from the configuration's `[[tiers]]`.
+   */
+  bool tier_from_config;
+  /**
+   * The tier's lower memory bound, inclusive, in GB (10^9 bytes).
+   */
+  double tier_min_memory_gb;
+  /**
+   * The tier's upper bound, exclusive, in GB; `INFINITY` for the open-ended last tier.
+   */
+  double tier_max_memory_gb;
+  /**
+   * The tier's description, NUL-terminated.
+   */
+  char tier_label[128];
+  /**
+   * Where the batch size came from, in words; NUL-terminated, truncated to fit.
+   */
+  char batch_reason[256];
+  /**
+   * `true` when a model size was given and the strategy below is advice for it.
+   */
+  bool advice_given;
+  /**
+   * The advised memory strategy (`conservative`, `balanced`, `aggressive`), or without a model size
+   * the configured one (`custom` possible); NUL-terminated.
+   */
+  char memory_strategy[16];
+  /**
+   * Its budget fraction.
+   */
+  double memory_fraction;
+  /**
+   * Why, in words; NUL-terminated, truncated to fit.
+   */
+  char memory_reason[512];
+} sda_recommendation;
+
+/**
+ * One finding of `sda_validate_environment`.
+ */
+typedef struct {
+  /**
+   * How bad it is.
+   */
+  sda_severity severity;
+  /**
+   * Stable identifier (`cuda.no_driver`, `paths.not_writable`, ...), NUL-terminated.
+   */
+  char code[48];
+  /**
+   * What is wrong, NUL-terminated, truncated to fit.
+   */
+  char message[1024];
+  /**
+   * What to do about it, NUL-terminated, truncated to fit.
+   */
+  char fix[512];
+} sda_problem;
 
 #ifdef __cplusplus
 extern "C" {
@@ -843,6 +1357,145 @@ sda_status sda_clear_cache(const sda_context *context);
 sda_status sda_reset_peak(const sda_context *context);
 
 /**
+ * An empty worker plan with `struct_size` set.
+ *
+ * Thread safety: [thread-safe], [audio-thread].
+ */
+sda_worker_plan sda_worker_plan_default(void);
+
+/**
+ * Plans where worker `worker_id` of a job runs, and the environment to start it with. libsda
+ * launches nothing: a host that starts its own worker processes (or writes a launcher script) uses
+ * this; under torchrun or SLURM the launcher's variables are read as inputs.
+ *
+ * `strategy`: `auto` (or NULL), `cpu`, `single_gpu`, `multi_gpu` (case-insensitive; `-` for `_`).
+ * `auto` chooses by the CUDA devices the driver lists: none → cpu, one → single_gpu, more →
+ * multi_gpu. `workers`: workers on this node, 0 = the strategy's default (cpu and single_gpu: 1;
+ * multi_gpu: one per GPU, or `LOCAL_WORLD_SIZE`). single_gpu uses the GPU of `hardware.device` when
+ * that is `cuda:N`, else `cuda:0`. multi_gpu gives each worker one GPU (`cuda:LOCAL_RANK`) and the
+ * torch.distributed variables; under torchrun (`RANK`, `LOCAL_RANK`, `WORLD_SIZE`,
+ * `LOCAL_WORLD_SIZE`) or SLURM (`SLURM_PROCID`, `SLURM_LOCALID`, `SLURM_NTASKS`, one task per rank)
+ * this node's ranks are placed in the launcher's world, and a job that spans nodes needs
+ * `MASTER_ADDR`.
+ *
+ * `out_plan` (from `sda_worker_plan_default()`) receives the plan. The environment goes into
+ * `env_buf` as `NAME=value` lines, each ending in `\n`, NUL-terminated, in a fixed order: for ranks
+ * `RANK`, `LOCAL_RANK`, `WORLD_SIZE`, `LOCAL_WORLD_SIZE`, `MASTER_ADDR`, `MASTER_PORT`, then for every
+ * worker `OMP_NUM_THREADS` (the usable cores shared out, or the process's own `OMP_NUM_THREADS`).
+ * Values never contain a newline. Buffer rules as `sda_config_get` (`*env_needed` always receives
+ * the size, `SDA_ERR_BUFFER_TOO_SMALL` when it does not fit, and then `out_plan` is not written),
+ * except that `env_buf = NULL` with `env_capacity = 0` means "no environment wanted": the call then
+ * succeeds and only `*env_needed` (when not NULL) tells the size.
+ *
+ * Errors: `SDA_ERR_INVALID_ARGUMENT` for an unknown strategy, a `worker_id` outside
+ * `0 .. workers-1`, a worker count outside the strategy's range (multi_gpu: 1 to the GPU count),
+ * single_gpu or multi_gpu without a CUDA device, and malformed or contradictory launcher variables;
+ * each message names the value and the accepted range. `SDA_ERR_INVALID_ARGUMENT` also when
+ * `out_plan->struct_size` is not `sizeof(sda_worker_plan)`.
+ *
+ * Thread safety: [thread-safe]. Loads no libtorch; the first call in a process initialises the CUDA
+ * driver when one is installed (tens to hundreds of milliseconds).
+ */
+sda_status sda_plan_workers(const sda_context *context,
+                            const char *strategy,
+                            uint32_t workers,
+                            uint32_t worker_id,
+                            sda_worker_plan *out_plan,
+                            char *env_buf,
+                            size_t env_capacity,
+                            size_t *env_needed);
+
+/**
+ * Default probe options (`struct_size` set; built-in workload; strategy budget; 5 % margin).
+ *
+ * Thread safety: [thread-safe], [audio-thread].
+ */
+sda_probe_options sda_probe_options_default(void);
+
+/**
+ * An empty result with `struct_size` set.
+ *
+ * Thread safety: [thread-safe], [audio-thread].
+ */
+sda_probe_result sda_probe_result_default(void);
+
+/**
+ * Finds the largest batch of a workload that fits the memory budget on the context's selected
+ * device: two small measuring runs, a fitted line `fixed + per_sample × batch`, and a verifying run
+ * of the predicted batch, corrected (secant steps, bisection fallback) when the memory curve is not
+ * linear. The answer is always a batch that ran successfully within the budget; on the CPU every run
+ * but the measuring ones is predicted to fit before it starts, so the Linux OOM killer is never part
+ * of the search. Reaching `max_batch` is reported as `capped`, not as a maximum.
+ *
+ * `options` may be NULL (defaults). `out_result` is written on success. Errors:
+ * `SDA_ERR_CANCELLED` (the progress callback returned false), `SDA_ERR_BACKEND_UNAVAILABLE` (the
+ * built-in workload needs the torch backend), a custom workload's own failure, or argument errors.
+ * On the CPU the probe resets the process's peak-RSS counter (`VmHWM`) to measure each run.
+ *
+ * Thread safety: [thread-safe]; [main-thread] (runs real work: seconds).
+ */
+sda_status sda_probe_batch(const sda_context *context,
+                           const sda_probe_options *options,
+                           sda_probe_result *out_result);
+
+/**
+ * An empty recommendation with `struct_size` set.
+ *
+ * Thread safety: [thread-safe], [audio-thread].
+ */
+sda_recommendation sda_recommendation_default(void);
+
+/**
+ * Recommends a configuration for the context's selected device (selecting with the configuration's
+ * `hardware.device` first if needed): the seeds' tier for its memory (batch size, gradient
+ * checkpointing, model blocks and channels; the table can be replaced per device kind by `[[tiers]]`
+ * in the configuration), with the batch size of a probe stored in the configuration
+ * (`hardware.max_batch_size` > 0) instead of the tier's. With `parameters` > 0 (the model's parameter
+ * count) it also advises a memory strategy: larger models get the more careful budget (under 1M
+ * aggressive on CUDA, under 100M balanced, else conservative; never above balanced on CPU and MPS),
+ * with the reason in `memory_reason`. Nothing is changed: applying the advice is the host's choice.
+ *
+ * Errors: `SDA_ERR_INVALID_ARGUMENT` when `out->struct_size` is not `sizeof(sda_recommendation)`.
+ *
+ * Thread safety: [thread-safe]; cheap once a device is selected.
+ */
+sda_status sda_recommend(const sda_context *context,
+                         uint64_t parameters,
+                         sda_recommendation *out_recommendation);
+
+/**
+ * Writes the context's report as text: `SDA_VERBOSITY_ESSENTIAL` (device, memory, a fallback
+ * warning, problems that need attention) or `SDA_VERBOSITY_VERBOSE` (everything). Uses the context's
+ * selected device (selecting with the configuration's `hardware.device` first if needed); validates
+ * without loading the torch backend (see `sda_validate_environment`). `sda_report_json` gives the
+ * same facts as JSON.
+ *
+ * Buffer rules as `sda_config_get`. A report is gathered fresh on every call, except that after
+ * `SDA_ERR_BUFFER_TOO_SMALL` the next call on the same thread with the same context and verbosity
+ * returns the report that did not fit, so the size query and the second call agree.
+ *
+ * Errors: `SDA_ERR_INVALID_ARGUMENT` for a verbosity other than 0 or 1.
+ *
+ * Thread safety: [thread-safe]; reads /proc and the driver (milliseconds).
+ */
+sda_status sda_report(const sda_context *context,
+                      int32_t verbosity,
+                      char *buf,
+                      size_t capacity,
+                      size_t *needed);
+
+/**
+ * Writes the context's report as JSON (UTF-8, pretty-printed), with the same facts as `sda_report`
+ * at the same verbosity. The layout is versioned (`schema_version`, now 2) and documented by the JSON
+ * Schema `docs/report.schema.json`. Buffer rules, errors and thread safety as `sda_report`.
+ */
+sda_status sda_report_json(const sda_context *context,
+                           int32_t verbosity,
+                           char *buf,
+                           size_t capacity,
+                           size_t *needed);
+
+/**
  * The name of a status code as a static string (`"SDA_ERR_OUT_OF_MEMORY"`), or
  * `"SDA_UNKNOWN_STATUS"` for a code this version does not know. Never NULL.
  *
@@ -877,6 +1530,41 @@ sda_status sda_set_error_message(const char *message);
  * Thread safety: [thread-safe], [audio-thread].
  */
 const char *sda_version(void);
+
+/**
+ * Checks the environment of the context and reports every problem with a severity and a fix
+ * instruction, worst first — changing nothing: no file, directory, setting or package is created or
+ * edited. Checked: the configuration's values (and a `hardware.device` the machine lacks), the data
+ * directories (`paths.*`: missing is information, not writable or not a directory is an error), the
+ * `[environment]` entries against the process environment, the torch backend (missing or unloadable,
+ * libtorch of another version than it was built against), the CUDA driver (none: information; older
+ * than the CUDA runtime libtorch was built for: error; an older minor version: warning), and a CUDA
+ * machine with a CPU-only libtorch.
+ *
+ * `load_backend`: load the torch backend when it is not loaded yet, to check its libtorch (costs
+ * libtorch's start-up once per process, with the configuration's `[environment]` applied first, as
+ * any first torch work would); `false` checks only that the module file exists.
+ *
+ * `out_problems` is an array of `capacity` entries (may be NULL when `capacity` is 0). `*count`
+ * always receives the number of problems; when `capacity` is smaller the call returns
+ * `SDA_ERR_BUFFER_TOO_SMALL` and writes no entry. Problems are not failures: the call returns
+ * `SDA_OK` whatever it finds.
+ *
+ * Thread safety: [thread-safe]; [main-thread] with `load_backend` (slow the first time).
+ */
+sda_status sda_validate_environment(const sda_context *context,
+                                    bool load_backend,
+                                    sda_problem *out_problems,
+                                    size_t capacity,
+                                    size_t *count);
+
+/**
+ * The severity's name (`"info"`, `"warning"`, `"error"`) as a static string; `"unknown"` for other
+ * values.
+ *
+ * Thread safety: [thread-safe], [audio-thread].
+ */
+const char *sda_severity_str(int32_t severity);
 
 /**
  * The seeds' workload: 1 × 48000 input, 16 filters of 1024, padding 512, forward only.

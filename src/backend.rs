@@ -10,6 +10,7 @@ use crate::error::{Error, Result};
 use crate::log;
 use crate::preference::DeviceKind;
 use sda_backend_abi as abi;
+use std::collections::BTreeMap;
 use std::os::raw::c_char;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -61,25 +62,180 @@ pub fn loaded() -> Option<&'static Backend> {
     LOADED.get().copied()
 }
 
-/// Loads the backend module (once per process) and returns it.
-///
-/// `configured` is the config's `hardware.backend` (empty = not set); see [`candidate_paths`] for where
-/// the module is looked for. Failures are not cached, so a host that fixes its installation can try
-/// again.
-pub fn load(configured: &str) -> Result<&'static Backend> {
-    let _loading = LOADING.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(backend) = loaded() {
-        return Ok(backend);
+/// What became of one `[environment]` entry of the configuration when the backend was loaded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EnvOutcome {
+    /// libsda set the variable (it was not set in the process).
+    Applied,
+    /// The process already had the variable with the same value.
+    AlreadySet,
+    /// The process already had the variable with another value, which was kept: the environment the
+    /// user or launcher started the process with wins over the file.
+    ProcessValueKept,
+}
+
+impl EnvOutcome {
+    /// `applied`, `already_set` or `process_value_kept`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EnvOutcome::Applied => "applied",
+            EnvOutcome::AlreadySet => "already_set",
+            EnvOutcome::ProcessValueKept => "process_value_kept",
+        }
     }
+}
+
+/// One `[environment]` entry and what loading the backend did with it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EnvApplication {
+    /// Variable name.
+    pub name: String,
+    /// The configuration's value.
+    pub value: String,
+    /// What happened.
+    pub outcome: EnvOutcome,
+    /// The process's own value when it was kept.
+    pub process_value: Option<String>,
+}
+
+/// Decides what to do with each `[environment]` entry, given the process environment seen through
+/// `lookup`: set only the names that are not set yet. Pure, so that tests need not touch the process
+/// environment.
+pub fn plan_environment(
+    wanted: &BTreeMap<String, String>,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Vec<EnvApplication> {
+    wanted
+        .iter()
+        .map(|(name, value)| {
+            let (outcome, process_value) = match lookup(name) {
+                None => (EnvOutcome::Applied, None),
+                Some(v) if v == *value => (EnvOutcome::AlreadySet, None),
+                Some(v) => (EnvOutcome::ProcessValueKept, Some(v)),
+            };
+            EnvApplication {
+                name: name.clone(),
+                value: value.clone(),
+                outcome,
+                process_value,
+            }
+        })
+        .collect()
+}
+
+/// What the load that started the backend did with its configuration's `[environment]`.
+static ENVIRONMENT_APPLIED: Mutex<Vec<EnvApplication>> = Mutex::new(Vec::new());
+
+/// The `[environment]` entries of the load that started the backend (or of the last attempt, when
+/// none succeeded), with what happened to each; empty before any attempt, or when the configuration
+/// listed none.
+pub fn environment_applied() -> Vec<EnvApplication> {
+    ENVIRONMENT_APPLIED
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone()
+}
+
+/// Applies `[environment]` to the process right before the backend starts: libtorch and CUDA read
+/// variables such as `PYTORCH_CUDA_ALLOC_CONF` once, when they start, so later is too late.
+///
+/// Only names that are not set yet are set, so the process's own environment (what the user or the
+/// launcher chose) always wins. Setting environment variables is not thread-safe in C: a `getenv` in
+/// another thread at the same moment may read freed memory (glibc). libsda therefore does it only here,
+/// once per process, under the loading lock and just before the `dlopen`, and only when the
+/// configuration lists variables; a host that must never have its environment changed leaves
+/// `[environment]` empty and sets the variables itself before it starts threads.
+fn apply_environment(wanted: &BTreeMap<String, String>) -> Vec<EnvApplication> {
+    let plan = plan_environment(wanted, &|name| {
+        std::env::var_os(name).map(|v| v.to_string_lossy().into_owned())
+    });
+    for entry in &plan {
+        if entry.outcome == EnvOutcome::Applied {
+            std::env::set_var(&entry.name, &entry.value);
+            log::info(&format!(
+                "set {}={} from the configuration's [environment]",
+                entry.name, entry.value
+            ));
+        } else if let Some(kept) = &entry.process_value {
+            log::info(&format!(
+                "kept {}={kept} from the process environment (the configuration says {})",
+                entry.name, entry.value
+            ));
+        }
+    }
+    plan
+}
+
+/// Where the backend module would be loaded from (the first candidate that is a file), without
+/// loading it; the error names every place looked at.
+pub fn find_module(configured: &str) -> Result<PathBuf> {
     let candidates = candidate_paths(std::env::var_os(BACKEND_ENV).as_deref(), configured);
-    let Some(path) = candidates.iter().find(|p| p.is_file()).cloned() else {
-        let looked: Vec<String> = candidates.iter().map(|p| p.display().to_string()).collect();
-        return Err(Error::BackendUnavailable(format!(
+    candidates
+        .iter()
+        .find(|p| p.is_file())
+        .cloned()
+        .ok_or_else(|| {
+            let looked: Vec<String> = candidates.iter().map(|p| p.display().to_string()).collect();
+            Error::BackendUnavailable(format!(
             "the torch backend module {MODULE_FILE_NAME} was not found (looked at: {}); install it \
              beside libsda, or point {BACKEND_ENV} or the config key hardware.backend at it",
             if looked.is_empty() { "nowhere".to_string() } else { looked.join(", ") }
-        )));
-    };
+        ))
+        })
+}
+
+/// Loads the backend module (once per process) and returns it, without applying any configuration
+/// environment; see [`load_with_environment`].
+pub fn load(configured: &str) -> Result<&'static Backend> {
+    load_with_environment(configured, &BTreeMap::new())
+}
+
+/// Loads the backend module (once per process) and returns it.
+///
+/// `configured` is the config's `hardware.backend` (empty = not set); see [`candidate_paths`] for where
+/// the module is looked for. `environment` is the config's `[environment]`: applied to the process
+/// right before the module is opened (see [`apply_environment`]; [`environment_applied`] reports it).
+/// When the backend is already loaded nothing is applied, and entries that the process does not have
+/// are logged as a warning (they come too late to matter). Failures are not cached, so a host that
+/// fixes its installation can try again.
+pub fn load_with_environment(
+    configured: &str,
+    environment: &BTreeMap<String, String>,
+) -> Result<&'static Backend> {
+    let _loading = LOADING.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(backend) = loaded() {
+        let late: Vec<String> = plan_environment(environment, &|name| std::env::var(name).ok())
+            .into_iter()
+            .filter(|e| e.outcome != EnvOutcome::AlreadySet)
+            .map(|e| e.name)
+            .collect();
+        if !late.is_empty() {
+            log::warn(&format!(
+                "the torch backend was already loaded, so [environment] entries {} of this \
+                 configuration were not applied; libtorch reads them only at start-up",
+                late.join(", ")
+            ));
+        }
+        return Ok(backend);
+    }
+    let path = find_module(configured)?;
+    let mut applied = apply_environment(environment);
+    {
+        let mut record = ENVIRONMENT_APPLIED
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        // After a failed attempt the variables libsda set are "already set" on the retry; they are
+        // still libsda's doing.
+        for entry in &mut applied {
+            let set_before = record
+                .iter()
+                .any(|r| r.name == entry.name && r.outcome == EnvOutcome::Applied);
+            if set_before && entry.outcome == EnvOutcome::AlreadySet {
+                entry.outcome = EnvOutcome::Applied;
+            }
+        }
+        *record = applied;
+    }
     let backend = open(&path)?;
     let backend: &'static Backend = Box::leak(Box::new(backend));
     log::info(&format!(
@@ -250,12 +406,22 @@ pub fn parse_version_py(text: &str) -> (Option<String>, Option<String>) {
     (version, cuda)
 }
 
+/// Words that only the libtorch-version refusal of [`load`] uses, so that validation can tell that
+/// failure from the others without a separate status code.
+const VERSION_MISMATCH_MARKER: &str = "but the process loaded libtorch";
+
+/// Whether a [`load`] error is the refusal of a libtorch of another version than the backend was built
+/// against.
+pub fn is_version_mismatch(error: &Error) -> bool {
+    matches!(error, Error::BackendUnavailable(m) if m.contains(VERSION_MISMATCH_MARKER))
+}
+
 fn check_libtorch_version(info: &BackendInfo) -> Result<()> {
     match &info.loaded_libtorch_version {
         Some(loaded) if *loaded != info.built_libtorch_version => {
             Err(Error::BackendUnavailable(format!(
-            "the torch backend {} was built against libtorch {} but the process loaded libtorch {} \
-             from {}; install torch=={} (or rebuild libsda against libtorch {loaded})",
+            "the torch backend {} was built against libtorch {} {VERSION_MISMATCH_MARKER} {} from \
+             {}; install torch=={} (or rebuild libsda against libtorch {loaded})",
             info.module_path.display(),
             info.built_libtorch_version,
             loaded,
@@ -405,6 +571,35 @@ mod tests {
     use super::*;
 
     #[test]
+    fn environment_entries_are_set_only_when_the_process_lacks_them() {
+        let wanted: BTreeMap<String, String> = [
+            ("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True"),
+            ("OMP_NUM_THREADS", "4"),
+            ("SAME", "1"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let lookup = |name: &str| match name {
+            "OMP_NUM_THREADS" => Some("8".to_string()),
+            "SAME" => Some("1".to_string()),
+            _ => None,
+        };
+        let plan = plan_environment(&wanted, &lookup);
+        let by_name = |n: &str| plan.iter().find(|e| e.name == n).unwrap().clone();
+        assert_eq!(
+            by_name("PYTORCH_CUDA_ALLOC_CONF").outcome,
+            EnvOutcome::Applied
+        );
+        let kept = by_name("OMP_NUM_THREADS");
+        assert_eq!(kept.outcome, EnvOutcome::ProcessValueKept);
+        assert_eq!(kept.process_value.as_deref(), Some("8"));
+        assert_eq!(kept.value, "4");
+        assert_eq!(by_name("SAME").outcome, EnvOutcome::AlreadySet);
+        assert!(plan_environment(&BTreeMap::new(), &lookup).is_empty());
+    }
+
+    #[test]
     fn version_py_of_a_cuda_wheel_parses() {
         let text = "__version__ = '2.13.0+cu130'\ndebug = False\ncuda: Optional[str] = '13.0'\n\
                     git_version = 'abc'\n";
@@ -435,6 +630,10 @@ mod tests {
         assert!(check_libtorch_version(&info("2.13.0", None)).is_ok());
         let e = check_libtorch_version(&info("2.13.0", Some("2.9.1"))).unwrap_err();
         assert!(matches!(e, Error::BackendUnavailable(_)));
+        assert!(is_version_mismatch(&e));
+        assert!(!is_version_mismatch(&Error::BackendUnavailable(
+            "not found".into()
+        )));
         for needle in [
             "2.13.0",
             "2.9.1",

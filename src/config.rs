@@ -12,6 +12,7 @@
 
 use crate::error::{Error, Result};
 use crate::preference::{DeviceKind, Preference};
+use crate::recommend::{self, Tier};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::io::Write;
@@ -32,6 +33,9 @@ pub const ENV_DEVICE: &str = "SDA_DEVICE";
 
 /// The sections of the file, in the order they are written.
 const SECTIONS: [&str; 4] = ["general", "paths", "hardware", "environment"];
+/// The array of tables (`[[tiers]]`) that overrides the auto-configuration tiers; not a section of
+/// keys, so `get`/`set` cannot reach it and the file is where it is edited.
+const TIERS: &str = "tiers";
 
 /// How much of a device's memory probes and the CUDA allocator may use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
@@ -191,6 +195,10 @@ pub struct Config {
     /// `[environment]`: `NAME = "value"` pairs applied to the process environment before the torch
     /// backend starts (e.g. `PYTORCH_CUDA_ALLOC_CONF`, which libtorch reads only once, at start-up).
     pub environment: BTreeMap<String, String>,
+    /// `[[tiers]]`: auto-configuration tiers that replace the built-in ones of their device kind
+    /// (empty: the built-in table, [`recommend::builtin_tiers`]). Checked by
+    /// [`recommend::validate_tiers`]: sorted, starting at 0 GB, no gaps, no overlaps.
+    pub tiers: Vec<Tier>,
 }
 
 /// Documentation of one configuration key, for the CLI (`sda config keys`) and generated docs.
@@ -498,7 +506,13 @@ fn unknown_key(key: &str, env: &BTreeMap<String, String>) -> Error {
             .map(|k| format!("; did you mean {}?", k.name))
             .unwrap_or_default()
     };
-    let message = if section == "environment" {
+    let message = if section == TIERS {
+        format!(
+            "\"{key}\" cannot be read or set as a key: [[tiers]] is a list of tables that replaces \
+             the built-in auto-configuration tiers of its device kind; edit it in the file (`sda \
+             recommend --tiers` prints the table in force)"
+        )
+    } else if section == "environment" {
         match leaf {
             None => "\"environment\" is a table, not a key; use environment.NAME".to_owned(),
             Some(name) => {
@@ -631,6 +645,7 @@ impl Config {
         for (name, value) in &self.environment {
             check_env_entry(name, value)?;
         }
+        recommend::validate_tiers(&self.tiers)?;
         Ok(())
     }
 
@@ -698,6 +713,20 @@ impl Config {
         let table: toml::Table = text.parse().map_err(|e| syntax_error(text, &e))?;
         let mut config = Config::default();
         for (section, value) in &table {
+            if section == TIERS {
+                let items = value.as_array().ok_or_else(|| {
+                    Error::InvalidValue(format!(
+                        "invalid value {value} for {TIERS}: expected a list of tables; write each \
+                         tier as a [[tiers]] table"
+                    ))
+                })?;
+                for (i, item) in items.iter().enumerate() {
+                    config
+                        .tiers
+                        .push(recommend::tier_from_toml(&format!("{TIERS}[{i}]"), item)?);
+                }
+                continue;
+            }
             if !SECTIONS.contains(&section.as_str()) {
                 return Err(unknown_key(section, &config.environment));
             }
@@ -731,7 +760,7 @@ impl Config {
     /// names the path in front of the message from [`Config::from_toml_str`].
     pub fn load(path: impl AsRef<Path>) -> Result<Config> {
         let path = path.as_ref();
-        let bytes = std::fs::read(path)
+        let bytes = read_config_file(path)
             .map_err(|e| Error::Io(format!("cannot read config file {}: {e}", path.display())))?;
         let text = String::from_utf8(bytes).map_err(|e| {
             Error::Parse(format!(
@@ -806,6 +835,15 @@ impl Config {
         );
         for (name, value) in &self.environment {
             out.push_str(&format!("{name} = {}\n", toml_str(value)));
+        }
+        out.push_str(
+            "\n# [[tiers]] tables replace the built-in auto-configuration tiers of their device kind\n\
+             # (device, min_memory_gb, max_memory_gb, batch_size, gradient_checkpointing, blocks,\n\
+             # channels, label); `sda recommend --tiers` prints the table in force.\n",
+        );
+        for tier in &self.tiers {
+            out.push('\n');
+            out.push_str(&recommend::tier_to_toml(tier));
         }
         out
     }
@@ -981,6 +1019,7 @@ impl Config {
                 "backend": h.backend,
             },
             "environment": self.environment,
+            "tiers": self.tiers.iter().map(recommend::tier_to_json).collect::<Vec<_>>(),
         })
     }
 }
@@ -1030,7 +1069,7 @@ fn check_overwritable(target: &Path, shown: &Path) -> Result<Option<std::fs::Per
             _ => Error::Parse(m),
         }
     };
-    let bytes = std::fs::read(target).map_err(|e| {
+    let bytes = read_config_file(target).map_err(|e| {
         Error::Io(format!(
             "refusing to overwrite {}: cannot read it to check that it is a valid config: {e}",
             shown.display()
@@ -1040,6 +1079,44 @@ fn check_overwritable(target: &Path, shown: &Path) -> Result<Option<std::fs::Per
         .map_err(|_| refuse(Error::Parse("it is not UTF-8 text".to_owned())))?;
     Config::from_toml_str(&text).map_err(refuse)?;
     Ok(Some(metadata.permissions()))
+}
+
+/// The largest configuration file libsda reads; real ones are a few KiB.
+const MAX_CONFIG_FILE_BYTES: u64 = 16 << 20;
+
+/// Reads a configuration file, which must be a regular file of at most [`MAX_CONFIG_FILE_BYTES`]. A
+/// path naming a FIFO would otherwise block the host until some writer appears (it is opened without
+/// blocking and refused), and one naming a device such as `/dev/zero` would be read until memory runs
+/// out.
+fn read_config_file(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(libc::O_NONBLOCK);
+    }
+    let file = options.open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "it is not a regular file",
+        ));
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_CONFIG_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_CONFIG_FILE_BYTES {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!(
+                "it is larger than {} MiB, which no configuration is",
+                MAX_CONFIG_FILE_BYTES >> 20
+            ),
+        ));
+    }
+    Ok(bytes)
 }
 
 /// Flushes a directory entry change (the rename) to disk. Filesystems that cannot sync a directory
@@ -1523,6 +1600,140 @@ mod tests {
             assert!(err.message().contains(ACCEPTED_PREFERENCES), "{err}");
             assert_eq!(c.hardware.device, "cpu");
         }
+    }
+
+    const TWO_CUDA_TIERS: &str = "[[tiers]]\ndevice = \"cuda\"\nmin_memory_gb = 0\n\
+        max_memory_gb = 20\nbatch_size = 64\ngradient_checkpointing = true\nblocks = 8\n\
+        channels = 64\nlabel = \"small cards\"\n\n[[tiers]]\ndevice = \"cuda\"\n\
+        min_memory_gb = 20\nbatch_size = 128\ngradient_checkpointing = false\nblocks = 12\n\
+        channels = 96\n";
+
+    #[test]
+    fn tier_overrides_round_trip_through_text_and_json() {
+        let c = Config::from_toml_str(TWO_CUDA_TIERS).unwrap();
+        assert_eq!(c.tiers.len(), 2);
+        assert_eq!(c.tiers[0].max_memory_gb, Some(20.0));
+        assert_eq!(c.tiers[1].max_memory_gb, None);
+        assert_eq!(c.tiers[0].label, "small cards");
+        let text = c.to_toml_string();
+        assert_eq!(Config::from_toml_str(&text).unwrap(), c, "{text}");
+        let json = c.to_json();
+        assert_eq!(json["tiers"][1]["batch_size"], 128);
+        assert_eq!(json["tiers"][1]["max_memory_gb"], serde_json::Value::Null);
+        // Saved and loaded from a file, with other settings beside it.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sda.toml");
+        let mut c = c;
+        c.set("environment.X", "1").unwrap();
+        c.save(&path).unwrap();
+        assert_eq!(Config::load(&path).unwrap(), c);
+        // The default config writes no tier but says how to add them.
+        let default_text = Config::default().to_toml_string();
+        assert!(default_text.contains("# [[tiers]]"), "{default_text}");
+        assert!(Config::from_toml_str(&default_text)
+            .unwrap()
+            .tiers
+            .is_empty());
+    }
+
+    #[test]
+    fn invalid_tier_tables_name_the_tier_and_the_problem() {
+        let tier = |device: &str, min: &str, max: Option<&str>| {
+            format!(
+                "[[tiers]]\ndevice = \"{device}\"\nmin_memory_gb = {min}\n{}batch_size = 8\n\
+                 gradient_checkpointing = false\nblocks = 1\nchannels = 1\n",
+                max.map(|m| format!("max_memory_gb = {m}\n"))
+                    .unwrap_or_default()
+            )
+        };
+        let cases: Vec<(String, &[&str])> = vec![
+            // A gap between 16 and 20 GB.
+            (
+                tier("cuda", "0", Some("16")) + &tier("cuda", "20", None),
+                &["tiers[1]", "16 to 20 GB have no tier"],
+            ),
+            // Overlap.
+            (
+                tier("cuda", "0", Some("24")) + &tier("cuda", "16", None),
+                &["tiers[1]", "overlap"],
+            ),
+            // Not sorted.
+            (
+                tier("cuda", "16", None) + &tier("cuda", "0", Some("16")),
+                &["tiers[0]", "must start at 0"],
+            ),
+            // First tier not at 0.
+            (tier("mps", "8", None), &["tiers[0]", "must start at 0"]),
+            // Last tier bounded.
+            (
+                tier("cpu", "0", Some("64")),
+                &["tiers[0]", "leave out its max_memory_gb"],
+            ),
+            // Open-ended tier in the middle.
+            (
+                tier("cuda", "0", None) + &tier("cuda", "16", None),
+                &["tiers[0]", "open-ended", "sorted"],
+            ),
+            // max not above min.
+            (tier("cuda", "0", Some("0")), &["tiers[0].max_memory_gb"]),
+            (tier("cuda", "-1", None), &["tiers[0].min_memory_gb"]),
+            (
+                tier("tpu", "0", None),
+                &["tiers[0].device", "cpu, cuda, mps"],
+            ),
+            (
+                "[[tiers]]\ndevice = \"cpu\"\nmin_memory_gb = 0\nbatch_size = 0\n\
+                 gradient_checkpointing = false\nblocks = 1\nchannels = 1\n"
+                    .to_string(),
+                &["tiers[0].batch_size", "from 1"],
+            ),
+            (
+                "[[tiers]]\ndevice = \"cpu\"\nmin_memory_gb = 0\nbatch_size = 1\n\
+                 gradient_checkpointing = false\nblocks = 1\n"
+                    .to_string(),
+                &["tiers[0] has no channels"],
+            ),
+            (
+                "[[tiers]]\ndevice = \"cpu\"\nmin_memory_gb = 0\nbatch_size = 1\n\
+                 gradient_checkpointing = \"no\"\nblocks = 1\nchannels = 1\n"
+                    .to_string(),
+                &["tiers[0].gradient_checkpointing"],
+            ),
+            ("[tiers]\nx = 1\n".to_string(), &["tiers", "[[tiers]]"]),
+        ];
+        for (text, needles) in cases {
+            let err = Config::from_toml_str(&text).unwrap_err();
+            assert!(matches!(err, Error::InvalidValue(_)), "{text}: {err:?}");
+            for needle in needles {
+                assert!(err.message().contains(needle), "{needle}: {err}");
+            }
+        }
+        let err = Config::from_toml_str(&(tier("cpu", "0", None) + "speed = 1\n")).unwrap_err();
+        assert!(matches!(err, Error::UnknownKey(_)), "{err:?}");
+        assert!(err.message().contains("\"tiers[0].speed\""), "{err}");
+        // Tiers of different kinds do not interfere with each other.
+        let mixed =
+            tier("cuda", "0", Some("16")) + &tier("cpu", "0", None) + &tier("cuda", "16", None);
+        assert_eq!(Config::from_toml_str(&mixed).unwrap().tiers.len(), 3);
+    }
+
+    #[test]
+    fn tiers_are_not_keys_and_invalid_public_tiers_are_not_saved() {
+        let c = Config::from_toml_str(TWO_CUDA_TIERS).unwrap();
+        for key in ["tiers", "tiers.0.batch_size"] {
+            let err = c.get(key).unwrap_err();
+            assert!(matches!(err, Error::UnknownKey(_)), "{err:?}");
+            assert!(err.message().contains("[[tiers]]"), "{err}");
+            let err = c.clone().set(key, "1").unwrap_err();
+            assert!(err.message().contains("edit it in the file"), "{err}");
+        }
+        let mut broken = c.clone();
+        broken.tiers[1].min_memory_gb = 30.0;
+        let err = broken.validate().unwrap_err();
+        assert!(err.message().contains("tiers[1]"), "{err}");
+        let dir = tempfile::tempdir().unwrap();
+        assert!(broken.save(dir.path().join("c.toml")).is_err());
+        assert!(dir_entries(dir.path()).is_empty());
     }
 
     #[test]

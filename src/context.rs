@@ -8,7 +8,9 @@ use crate::device::{
 };
 use crate::error::Result;
 use crate::memory::{self, MemoryInfo};
-use crate::preference::Preference;
+use crate::plan::{self, LauncherEnv, Plan, PlanRequest, Strategy};
+use crate::preference::{DeviceKind, Preference};
+use crate::recommend::{self, Recommendation};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -37,7 +39,10 @@ pub struct Context {
 impl Context {
     /// A context on the real machine.
     pub fn new(config: Config) -> Context {
-        let machine = Arc::new(SystemMachine::new(&config.hardware.backend));
+        let machine = Arc::new(SystemMachine::with_environment(
+            &config.hardware.backend,
+            config.environment.clone(),
+        ));
         Context::with_machine(config, machine)
     }
 
@@ -119,12 +124,14 @@ impl Context {
 
     /// Empties the selected device's allocator cache.
     pub fn clear_cache(&self) -> Result<()> {
-        memory::clear_cache(&self.selected()?.selection)
+        let selected = self.selected()?;
+        memory::clear_cache(selected.selection.kind, selected.selection.index)
     }
 
     /// Resets the selected device's peak memory figure.
     pub fn reset_peak(&self) -> Result<()> {
-        memory::reset_peak(&self.selected()?.selection)
+        let selected = self.selected()?;
+        memory::reset_peak(selected.selection.kind, selected.selection.index)
     }
 
     /// Records what one sample of a work cost in a successful run (the latest figure wins: inputs
@@ -153,8 +160,59 @@ impl Context {
         device::list(self.machine.as_ref())
     }
 
-    /// Loads the torch backend now (the host chooses when to pay for libtorch's start-up).
+    /// Plans `workers` workers (0 = the strategy's default) under `strategy` (`auto`, `cpu`,
+    /// `single_gpu`, `multi_gpu`) on this context's machine, with the launcher variables of the
+    /// process environment. Asks the CUDA driver only; loads no libtorch.
+    pub fn plan(&self, strategy: &str, workers: u32) -> Result<Plan> {
+        self.plan_with_launcher(strategy, workers, &LauncherEnv::from_process()?)
+    }
+
+    /// [`Context::plan`] with launcher variables given by the caller (tests inject torchrun and SLURM
+    /// environments through this).
+    pub fn plan_with_launcher(
+        &self,
+        strategy: &str,
+        workers: u32,
+        launcher: &LauncherEnv,
+    ) -> Result<Plan> {
+        let strategy = Strategy::parse(strategy)?;
+        // single_gpu shares the GPU the config names (`cuda:N`), else the first.
+        let gpu_index = match Preference::parse(&self.config.hardware.device) {
+            Ok(Preference::Device {
+                kind: DeviceKind::Cuda,
+                index: Some(i),
+            }) => i,
+            _ => 0,
+        };
+        let request = PlanRequest {
+            strategy,
+            workers,
+            gpu_index,
+            usable_cores: crate::host::static_facts().usable_cores,
+        };
+        plan::plan(&request, self.machine.as_ref(), launcher)
+    }
+
+    /// The auto-configuration for the selected device (selecting with the config's preference first
+    /// if needed): its tier, the batch size (a stored probe result beats the tier), and with
+    /// `parameters` > 0 memory-strategy advice for a model of that many parameters.
+    pub fn recommend(&self, parameters: u64) -> Result<Recommendation> {
+        let info = self.device_info()?;
+        recommend::recommend(
+            &self.config,
+            recommend::DeviceFacts {
+                kind: info.kind,
+                device: info.device,
+                name: info.name,
+                memory_total: info.memory_total,
+            },
+            parameters,
+        )
+    }
+
+    /// Loads the torch backend now (the host chooses when to pay for libtorch's start-up), applying
+    /// the config's `[environment]` first when this is the process's first load.
     pub fn load_backend(&self) -> Result<&'static backend::Backend> {
-        backend::load(&self.config.hardware.backend)
+        backend::load_with_environment(&self.config.hardware.backend, &self.config.environment)
     }
 }

@@ -10,6 +10,7 @@ use crate::error::{Error, Result};
 use crate::host;
 use crate::log;
 use crate::preference::{DeviceKind, Preference};
+use std::collections::BTreeMap;
 
 /// A CUDA device as the driver reports it, before any torch work.
 #[derive(Clone, Debug, PartialEq)]
@@ -62,15 +63,30 @@ pub trait Machine: Send + Sync {
 /// The real machine: the CUDA driver by `dlopen`, and the torch backend module for smoke tests.
 pub struct SystemMachine {
     backend_path: String,
+    environment: BTreeMap<String, String>,
 }
 
 impl SystemMachine {
     /// A machine whose backend module is looked for with `backend_path` (the config's
     /// `hardware.backend`; empty = the default places).
     pub fn new(backend_path: &str) -> SystemMachine {
+        SystemMachine::with_environment(backend_path, BTreeMap::new())
+    }
+
+    /// Like [`SystemMachine::new`], and when this machine is the first to load the backend, the
+    /// config's `[environment]` is applied just before (see [`backend::load_with_environment`]).
+    pub fn with_environment(
+        backend_path: &str,
+        environment: BTreeMap<String, String>,
+    ) -> SystemMachine {
         SystemMachine {
             backend_path: backend_path.to_string(),
+            environment,
         }
+    }
+
+    fn backend(&self) -> Result<&'static backend::Backend> {
+        backend::load_with_environment(&self.backend_path, &self.environment)
     }
 }
 
@@ -107,7 +123,7 @@ impl Machine for SystemMachine {
         if !cfg!(target_os = "macos") {
             return Err("MPS exists only on Apple silicon Macs".to_string());
         }
-        let backend = backend::load(&self.backend_path).map_err(|e| e.to_string())?;
+        let backend = self.backend().map_err(|e| e.to_string())?;
         match backend.facts() {
             Ok(f) if f.mps_available != 0 => Ok(()),
             Ok(_) => Err("libtorch reports no usable MPS device".to_string()),
@@ -121,10 +137,13 @@ impl Machine for SystemMachine {
         index: u32,
         memory_fraction: f64,
     ) -> Result<()> {
-        let backend = backend::load(&self.backend_path)?;
+        let backend = self.backend()?;
         if kind == DeviceKind::Cuda {
             backend.ensure_cuda()?;
         }
+        // The fraction goes in before the smoke test's tensors: the smoke test is the first CUDA
+        // allocation of a selection, and libtorch checks per_process_memory_fraction exactly only
+        // for memory allocated after it is set.
         if kind != DeviceKind::Cpu {
             match backend.set_memory_fraction(kind, index, memory_fraction) {
                 Ok(()) | Err(Error::Unsupported(_)) => {}

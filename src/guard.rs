@@ -245,7 +245,7 @@ pub fn run_batched(
             return (Err(error), report);
         }
         report.oom_attempts += 1;
-        let _ = memory::clear_cache(selection);
+        let _ = memory::clear_cache(selection.kind, selection.index);
         report.memory_after = meter.allocated();
         report.failed_allocation_bytes =
             classify::failed_allocation_bytes(error.message()).unwrap_or(0);

@@ -119,6 +119,31 @@ pub fn memory_now() -> HostMemory {
     }
 }
 
+/// Resets the process's peak resident set (`VmHWM`) to its current size and returns that size.
+///
+/// Linux only (`/proc/self/clear_refs`, value 5); this is process-wide, so only explicit measuring
+/// operations (batch probes) use it. Returns 0 where unsupported.
+pub fn reset_peak_rss() -> u64 {
+    if std::fs::write("/proc/self/clear_refs", "5").is_err() {
+        return 0;
+    }
+    peak_rss()
+}
+
+/// The process's peak resident set (`VmHWM`) in bytes since start or the last [`reset_peak_rss`];
+/// 0 where unsupported.
+pub fn peak_rss() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|text| {
+            text.lines().find_map(|l| {
+                let kb = l.strip_prefix("VmHWM:")?.trim().strip_suffix("kB")?.trim();
+                kb.parse::<u64>().ok()
+            })
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
 /// Mean wall time of one [`memory_now`] call over `iterations` calls (at least one), for benchmarks
 /// and `sda doctor`.
 pub fn time_memory_now(iterations: u32) -> Duration {

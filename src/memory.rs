@@ -95,11 +95,9 @@ pub fn memory_info(
 /// Returns cached, unused memory: the accelerator allocator's cache to the driver, and on CPU the C
 /// heap's free pages to the system (glibc keeps freed large blocks otherwise, so a process that
 /// survived an out-of-memory error would stay large).
-pub fn clear_cache(selection: &Selection) -> Result<()> {
+pub fn clear_cache(kind: DeviceKind, index: u32) -> Result<()> {
     match backend::loaded() {
-        Some(backend) if selection.kind != DeviceKind::Cpu => {
-            backend.empty_cache(selection.kind, selection.index)
-        }
+        Some(backend) if kind != DeviceKind::Cpu => backend.empty_cache(kind, index),
         _ => {
             trim_heap();
             Ok(())
@@ -119,9 +117,9 @@ fn trim_heap() {
 fn trim_heap() {}
 
 /// Resets the peak figure. A no-op while torch is not loaded (the peak is 0 then).
-pub fn reset_peak(selection: &Selection) -> Result<()> {
+pub fn reset_peak(kind: DeviceKind, index: u32) -> Result<()> {
     match backend::loaded() {
-        Some(backend) => backend.reset_peak(selection.kind, selection.index),
+        Some(backend) => backend.reset_peak(kind, index),
         None => Ok(()),
     }
 }

@@ -26,7 +26,7 @@ fn info_verbose_json_has_the_documented_fields() {
     let out = sda(&["info", "--device", "cpu", "--verbose", "--json"]);
     assert!(out.status.success(), "{out:?}");
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v["schema_version"], 1);
+    assert_eq!(v["schema_version"], 2);
     assert_eq!(v["device"]["device"], "cpu");
     assert!(v["device"]["memory_total"].as_u64().unwrap() > 0);
     assert!(v["memory"]["budget"].as_u64().unwrap() > 0);
@@ -57,4 +57,63 @@ fn sda_device_env_overrides_the_config() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("SDA_DEVICE"));
+}
+
+#[test]
+fn probe_json_carries_every_result_field() {
+    let out = sda(&["probe", "--device", "cpu", "--budget", "128MiB", "--json"]);
+    assert!(out.status.success(), "{out:?}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for field in [
+        "device",
+        "max_batch",
+        "recommended_batch",
+        "runs",
+        "oom_runs",
+        "fixed_bytes",
+        "per_sample_bytes",
+        "predicted_peak_bytes",
+        "measured_peak_bytes",
+        "budget_bytes",
+        "margin_bytes",
+        "elapsed_ms",
+        "stop",
+        "capped",
+        "trials",
+    ] {
+        assert!(!v[field].is_null(), "missing {field}: {v}");
+    }
+    assert_eq!(v["budget_bytes"], 128 << 20);
+    assert_eq!(v["oom_runs"], 0);
+    assert!(v["max_batch"].as_u64().unwrap() > 0);
+    // Not a terminal: one plain line per run on stderr.
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.lines().filter(|l| l.starts_with("run ")).count() as u64 == v["runs"].as_u64().unwrap(),
+        "{err}"
+    );
+}
+
+#[test]
+fn probe_save_writes_the_recommended_batch_into_the_config_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    sda::config::Config::default().save(&path).unwrap();
+    let out = sda(&[
+        "--config",
+        path.to_str().unwrap(),
+        "probe",
+        "--device",
+        "cpu",
+        "--budget",
+        "64MiB",
+        "--save",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let config = sda::config::Config::from_toml_str(&text).unwrap();
+    assert!(config.hardware.max_batch_size > 0, "{text}");
+    let bad = sda(&["probe", "--budget", "lots"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("512MiB"));
 }

@@ -2,13 +2,25 @@
 //! never dereferenced on the caller's word, so a double free or a use after free returns
 //! `SDA_ERR_INVALID_HANDLE` instead of touching freed memory.
 //!
-//! Each registry maps the handle's address to an `Arc` of the object. A call clones the `Arc` and
-//! releases the registry lock before doing its work, so long calls on one handle never block calls on
-//! others, and freeing a handle while another thread still uses it only drops the object afterwards.
+//! Each registry maps the handle to an `Arc` of the object. A call clones the `Arc` and releases the
+//! registry lock before doing its work, so long calls on one handle never block calls on others, and
+//! freeing a handle while another thread still uses it only drops the object afterwards.
+//!
+//! A handle is a number drawn from one process-wide counter, not the object's address: an address
+//! comes back from the allocator for the next object created after a free, so a stale handle would
+//! silently reach that new object (a double free would free somebody else's configuration). Numbers
+//! are never handed out twice and never shared between handle types.
 
 use crate::error::{Error, Result};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
+
+/// The next handle value, for every registry. Steps of 16 keep handles looking like aligned pointers
+/// to debuggers and to bindings that assume so; at one handle per nanosecond it would take thousands
+/// of years to wrap.
+static NEXT_HANDLE: AtomicUsize = AtomicUsize::new(0x5da0_0000);
+const HANDLE_STEP: usize = 16;
 
 /// Live handles of one type.
 pub(crate) struct Registry<T> {
@@ -25,10 +37,10 @@ impl<T> Registry<T> {
         }
     }
 
-    /// Registers `value` and returns its handle (the address of the shared object).
+    /// Registers `value` and returns its handle (a number never handed out before in this process).
     pub(crate) fn insert(&self, value: T) -> *mut std::ffi::c_void {
         let value = Arc::new(value);
-        let handle = Arc::as_ptr(&value) as usize;
+        let handle = NEXT_HANDLE.fetch_add(HANDLE_STEP, Ordering::Relaxed);
         let mut live = self.live.write().unwrap_or_else(|e| e.into_inner());
         live.get_or_insert_with(HashMap::new).insert(handle, value);
         handle as *mut std::ffi::c_void
@@ -84,6 +96,26 @@ mod tests {
             reg.get(std::ptr::null(), "h"),
             Err(Error::NullPointer(_))
         ));
+    }
+
+    #[test]
+    fn a_freed_handle_stays_invalid_after_new_objects_take_its_memory() {
+        let reg: Registry<String> = Registry::new("thing");
+        let other: Registry<String> = Registry::new("other");
+        let old = reg.insert("old".to_string());
+        reg.remove(old, "h").unwrap();
+        // The allocator hands the freed block to the next objects of the same size.
+        let fresh: Vec<_> = (0..64).map(|i| reg.insert(format!("new {i}"))).collect();
+        let foreign = other.insert("foreign".to_string());
+        assert!(!fresh.contains(&old) && foreign != old);
+        assert!(matches!(reg.get(old, "h"), Err(Error::InvalidHandle(_))));
+        assert!(matches!(reg.remove(old, "h"), Err(Error::InvalidHandle(_))));
+        // A handle of one type is never a handle of another.
+        assert!(matches!(
+            reg.get(foreign, "h"),
+            Err(Error::InvalidHandle(_))
+        ));
+        assert!(fresh.iter().all(|&h| reg.get(h, "h").is_ok()));
     }
 
     #[test]

@@ -26,9 +26,14 @@ pub mod guarded_run;
 pub mod handle;
 pub mod log;
 pub mod memory;
+pub mod plan;
+pub mod probe;
+pub mod recommend;
+pub mod report;
 pub mod status;
 #[cfg(feature = "test-hooks")]
 pub mod test_hooks;
+pub mod validate;
 pub mod workload;
 
 thread_local! {

@@ -37,10 +37,10 @@ pub extern "C" fn sda_last_error_message() -> *const c_char {
 /// Thread safety: [thread-safe] (each thread has its own message).
 #[no_mangle]
 pub extern "C" fn sda_set_error_message(message: *const c_char) -> Status {
-    if message.is_null() {
-        return guard(|| Err(Error::NullPointer("message is NULL".into())));
-    }
     guard(|| {
+        if message.is_null() {
+            return Err(Error::NullPointer("message is NULL".into()));
+        }
         // SAFETY: a non-null message is a NUL-terminated string (documented).
         let text = unsafe { std::ffi::CStr::from_ptr(message) }.to_string_lossy();
         set_last_error(&text);

@@ -32,12 +32,18 @@ static int check_count = 0;
 
 #define CHECK_MESSAGE_CONTAINS(needle) CHECK(strstr(sda_last_error_message(), (needle)) != NULL)
 
+#if defined(__GNUC__)
+__attribute__((unused))
+#endif
 static int check_report(const char *name) {
     printf("%s: %d checks, %d failed\n", name, check_count, check_failures);
     return check_failures == 0 ? 0 : 1;
 }
 
 /* 1 when a library whose path contains `needle` is mapped into this process. */
+#if defined(__GNUC__)
+__attribute__((unused))
+#endif
 static int mapped(const char *needle) {
     char line[4096];
     int found = 0;

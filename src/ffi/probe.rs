@@ -1,0 +1,297 @@
+//! Batch probing.
+
+use super::config::{config_of, sda_config};
+use super::context::{context_of, sda_context};
+use super::workload::{read_workload, sda_workload};
+use super::{errors_stored, guard, read_last_error};
+use crate::error::{Error, Result, Status};
+use crate::probe::{self, ProbeOptions, ProbeProgress, ProbeWorkload, StopReason};
+use std::ffi::c_void;
+
+/// A custom probe workload: runs the host's work once with `batch` samples and returns an
+/// `sda_status` (`SDA_ERR_OUT_OF_MEMORY` when it ran out; pass an exception's text to
+/// `sda_set_error_message` first). Must not throw or longjmp through libsda.
+pub type sda_probe_workload_callback =
+    Option<unsafe extern "C" fn(user_data: *mut c_void, batch: u32) -> i32>;
+
+/// Progress of a probe after each run; valid only during the call.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct sda_probe_progress {
+    /// Batch of the run that just finished.
+    pub batch: u32,
+    /// The run completed.
+    pub ok: bool,
+    /// The run ran out of memory.
+    pub oom: bool,
+    /// Peak bytes the run used above what was allocated before it.
+    pub peak_bytes: u64,
+    /// What the fitted line predicted for this batch (0 for the measuring runs).
+    pub predicted_bytes: u64,
+    /// Wall time of the run in milliseconds.
+    pub elapsed_ms: f64,
+    /// Runs so far.
+    pub runs: u32,
+    /// Largest batch that fitted so far (0 = none yet).
+    pub best_batch: u32,
+    /// The budget in bytes.
+    pub budget_bytes: u64,
+}
+
+/// The progress callback: return `true` to go on, `false` to cancel the probe (it then returns
+/// `SDA_ERR_CANCELLED` after the current run).
+pub type sda_probe_progress_callback = Option<
+    unsafe extern "C" fn(user_data: *mut c_void, progress: *const sda_probe_progress) -> bool,
+>;
+
+/// Options of `sda_probe_batch`; get them from `sda_probe_options_default()`, then change fields.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct sda_probe_options {
+    /// `sizeof(sda_probe_options)` as the caller was compiled; set by `sda_probe_options_default()`.
+    pub struct_size: u32,
+    /// Smallest batch (default 1).
+    pub min_batch: u32,
+    /// Largest batch worth trying (default 65536); reaching it sets `capped` in the result.
+    pub max_batch: u32,
+    /// Most workload runs before the best batch so far is returned (default 8, at least 3).
+    pub max_runs: u32,
+    /// The budget in bytes; 0 = the memory strategy's share of the device, on CPU of the available
+    /// memory (`MemAvailable`, capped by the cgroup limit). Default 0.
+    pub budget_bytes: u64,
+    /// Kept below the budget for the recommended batch; 0 = 5 % of the budget (default).
+    pub margin_bytes: u64,
+    /// Shape of the built-in workload; NULL = the seeds' conv1d (default). Ignored when
+    /// `custom_workload` is set.
+    pub workload: *const sda_workload,
+    /// The host's own workload instead of the built-in one (default NULL).
+    pub custom_workload: sda_probe_workload_callback,
+    /// Passed to `custom_workload`.
+    pub workload_user_data: *mut c_void,
+    /// Called after every run (default NULL).
+    pub progress: sda_probe_progress_callback,
+    /// Passed to `progress`.
+    pub progress_user_data: *mut c_void,
+    /// When not NULL, the recommended batch is stored in this configuration's
+    /// `hardware.max_batch_size` (save the configuration to keep it). Default NULL.
+    pub save_to: *mut sda_config,
+}
+
+/// What a probe found.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct sda_probe_result {
+    /// `sizeof(sda_probe_result)` as the caller was compiled; set by `sda_probe_result_default()`.
+    pub struct_size: u32,
+    /// The largest batch that ran successfully within the budget (0 when none did).
+    pub max_batch: u32,
+    /// The batch to use: predicted to peak below `budget − margin`, never above `max_batch`.
+    pub recommended_batch: u32,
+    /// Workload runs, the measuring runs included.
+    pub runs: u32,
+    /// Runs that ran out of memory.
+    pub oom_runs: u32,
+    /// Why the search stopped.
+    pub stop: StopReason,
+    /// `max_batch` is the configured ceiling, not the memory limit: the true maximum may be higher.
+    pub capped: bool,
+    /// Fitted bytes that do not depend on the batch.
+    pub fixed_bytes: f64,
+    /// Fitted bytes per sample.
+    pub per_sample_bytes: f64,
+    /// What the fit predicted for `max_batch`.
+    pub predicted_peak_bytes: u64,
+    /// What `max_batch` measured.
+    pub measured_peak_bytes: u64,
+    /// The budget searched against.
+    pub budget_bytes: u64,
+    /// The margin kept below the budget for `recommended_batch`.
+    pub margin_bytes: u64,
+    /// Wall time of the probe in milliseconds.
+    pub elapsed_ms: f64,
+}
+
+/// Default probe options (`struct_size` set; built-in workload; strategy budget; 5 % margin).
+///
+/// Thread safety: [thread-safe], [audio-thread].
+#[no_mangle]
+pub extern "C" fn sda_probe_options_default() -> sda_probe_options {
+    let d = ProbeOptions::default();
+    sda_probe_options {
+        struct_size: std::mem::size_of::<sda_probe_options>() as u32,
+        min_batch: d.min_batch,
+        max_batch: d.max_batch,
+        max_runs: d.max_runs,
+        budget_bytes: d.budget_bytes,
+        margin_bytes: d.margin_bytes,
+        workload: std::ptr::null(),
+        custom_workload: None,
+        workload_user_data: std::ptr::null_mut(),
+        progress: None,
+        progress_user_data: std::ptr::null_mut(),
+        save_to: std::ptr::null_mut(),
+    }
+}
+
+/// An empty result with `struct_size` set.
+///
+/// Thread safety: [thread-safe], [audio-thread].
+#[no_mangle]
+pub extern "C" fn sda_probe_result_default() -> sda_probe_result {
+    sda_probe_result {
+        struct_size: std::mem::size_of::<sda_probe_result>() as u32,
+        max_batch: 0,
+        recommended_batch: 0,
+        runs: 0,
+        oom_runs: 0,
+        stop: StopReason::Budget,
+        capped: false,
+        fixed_bytes: 0.0,
+        per_sample_bytes: 0.0,
+        predicted_peak_bytes: 0,
+        measured_peak_bytes: 0,
+        budget_bytes: 0,
+        margin_bytes: 0,
+        elapsed_ms: 0.0,
+    }
+}
+
+fn check_size(what: &str, size: u32, expected: usize, init: &str) -> Result<()> {
+    if size as usize == expected {
+        Ok(())
+    } else {
+        Err(Error::InvalidArgument(format!(
+            "{what}->struct_size is {size}, expected {expected}: initialise it with {init}()"
+        )))
+    }
+}
+
+/// Finds the largest batch of a workload that fits the memory budget on the context's selected
+/// device: two small measuring runs, a fitted line `fixed + per_sample × batch`, and a verifying run
+/// of the predicted batch, corrected (secant steps, bisection fallback) when the memory curve is not
+/// linear. The answer is always a batch that ran successfully within the budget; on the CPU every run
+/// but the measuring ones is predicted to fit before it starts, so the Linux OOM killer is never part
+/// of the search. Reaching `max_batch` is reported as `capped`, not as a maximum.
+///
+/// `options` may be NULL (defaults). `out_result` is written on success. Errors:
+/// `SDA_ERR_CANCELLED` (the progress callback returned false), `SDA_ERR_BACKEND_UNAVAILABLE` (the
+/// built-in workload needs the torch backend), a custom workload's own failure, or argument errors.
+/// On the CPU the probe resets the process's peak-RSS counter (`VmHWM`) to measure each run.
+///
+/// Thread safety: [thread-safe]; [main-thread] (runs real work: seconds).
+#[no_mangle]
+pub extern "C" fn sda_probe_batch(
+    context: *const sda_context,
+    options: *const sda_probe_options,
+    out_result: *mut sda_probe_result,
+) -> Status {
+    guard(|| {
+        let context = context_of(context)?;
+        let defaults = sda_probe_options_default();
+        // SAFETY: a non-null pointer must point to options from sda_probe_options_default().
+        let o = unsafe { options.as_ref() }.unwrap_or(&defaults);
+        check_size(
+            "options",
+            o.struct_size,
+            std::mem::size_of::<sda_probe_options>(),
+            "sda_probe_options_default",
+        )?;
+        // SAFETY: checked for NULL; the caller's result struct.
+        let result_slot = unsafe { out_result.as_mut() }
+            .ok_or_else(|| Error::NullPointer("out_result is NULL".into()))?;
+        check_size(
+            "out_result",
+            result_slot.struct_size,
+            std::mem::size_of::<sda_probe_result>(),
+            "sda_probe_result_default",
+        )?;
+        let save_to = if o.save_to.is_null() {
+            None
+        } else {
+            Some(config_of(o.save_to)?)
+        };
+
+        let mut custom = o.custom_workload.map(|cb| {
+            let data = o.workload_user_data;
+            move |batch: u32| -> Result<()> {
+                let before = errors_stored();
+                // SAFETY: the host registered the callback with this user data.
+                let code = unsafe { cb(data, batch) };
+                match Status::from_code(code) {
+                    Some(Status::SDA_OK) => Ok(()),
+                    Some(status) => Err(Error::from_status(
+                        status,
+                        if errors_stored() != before {
+                            read_last_error()
+                        } else {
+                            format!(
+                                "the probe workload returned {} at batch {batch}",
+                                status.name()
+                            )
+                        },
+                    )),
+                    None => Err(Error::InvalidArgument(format!(
+                        "the probe workload returned {code}, which is not an sda_status"
+                    ))),
+                }
+            }
+        });
+        let mut progress = o.progress.map(|cb| {
+            let data = o.progress_user_data;
+            move |p: &ProbeProgress| -> bool {
+                let c = sda_probe_progress {
+                    batch: p.trial.batch,
+                    ok: p.trial.ok,
+                    oom: p.trial.oom,
+                    peak_bytes: p.trial.peak_bytes,
+                    predicted_bytes: p.trial.predicted_bytes,
+                    elapsed_ms: p.trial.elapsed.as_secs_f64() * 1000.0,
+                    runs: p.runs,
+                    best_batch: p.best_batch,
+                    budget_bytes: p.budget_bytes,
+                };
+                // SAFETY: the host registered the callback with this user data; `c` lives for the call.
+                unsafe { cb(data, &c) }
+            }
+        });
+        let workload = match custom.as_mut() {
+            Some(f) => ProbeWorkload::Custom(f),
+            None => ProbeWorkload::Builtin(read_workload(o.workload)?),
+        };
+        let result = probe::probe(
+            &context,
+            ProbeOptions {
+                min_batch: o.min_batch,
+                max_batch: o.max_batch,
+                budget_bytes: o.budget_bytes,
+                margin_bytes: o.margin_bytes,
+                max_runs: o.max_runs,
+                workload,
+                progress: progress
+                    .as_mut()
+                    .map(|p| p as &mut dyn FnMut(&ProbeProgress) -> bool),
+            },
+        )?;
+        if let Some(config) = save_to {
+            let mut config = config.write().unwrap_or_else(|e| e.into_inner());
+            probe::save_to_config(&mut config, &result)?;
+        }
+        *result_slot = sda_probe_result {
+            struct_size: result_slot.struct_size,
+            max_batch: result.max_batch,
+            recommended_batch: result.recommended_batch,
+            runs: result.runs,
+            oom_runs: result.oom_runs,
+            stop: result.stop,
+            capped: result.capped,
+            fixed_bytes: result.fixed_bytes,
+            per_sample_bytes: result.per_sample_bytes,
+            predicted_peak_bytes: result.predicted_peak_bytes,
+            measured_peak_bytes: result.measured_peak_bytes,
+            budget_bytes: result.budget_bytes,
+            margin_bytes: result.margin_bytes,
+            elapsed_ms: result.elapsed.as_secs_f64() * 1000.0,
+        };
+        Ok(())
+    })
+}

@@ -1,0 +1,136 @@
+//! Auto-configuration for C hosts: `sda_recommend`.
+
+use super::context::{context_of, sda_context};
+use super::{fill_fixed, guard, out};
+use crate::error::{Error, Status};
+use crate::preference::DeviceKind;
+use crate::recommend::BatchSource;
+use std::os::raw::c_char;
+
+/// An auto-configuration. Get one from `sda_recommendation_default()` so that `struct_size` is set.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct sda_recommendation {
+    /// `sizeof(sda_recommendation)` as the caller was compiled; set by `sda_recommendation_default()`.
+    pub struct_size: u32,
+    /// Kind of the device it is for (the context's selected device).
+    pub kind: DeviceKind,
+    /// Index of that device.
+    pub index: i32,
+    /// The device as torch spells it, NUL-terminated.
+    pub device: [c_char; 32],
+    /// The device's total memory in bytes (RAM on CPU and MPS), which chose the tier.
+    pub memory_total: u64,
+    /// The batch size to use.
+    pub batch_size: u32,
+    /// `true` when `batch_size` is a probe's measurement stored in the configuration
+    /// (`hardware.max_batch_size`), which beats the tier's guess.
+    pub batch_from_probe: bool,
+    /// Whether to use gradient checkpointing.
+    pub gradient_checkpointing: bool,
+    /// Model blocks.
+    pub blocks: u32,
+    /// Model channels.
+    pub channels: u32,
+    /// The tier's position in the table in force.
+    pub tier_index: u32,
+    /// `true` when the tier came from the configuration's `[[tiers]]`.
+    pub tier_from_config: bool,
+    /// The tier's lower memory bound, inclusive, in GB (10^9 bytes).
+    pub tier_min_memory_gb: f64,
+    /// The tier's upper bound, exclusive, in GB; `INFINITY` for the open-ended last tier.
+    pub tier_max_memory_gb: f64,
+    /// The tier's description, NUL-terminated.
+    pub tier_label: [c_char; 128],
+    /// Where the batch size came from, in words; NUL-terminated, truncated to fit.
+    pub batch_reason: [c_char; 256],
+    /// `true` when a model size was given and the strategy below is advice for it.
+    pub advice_given: bool,
+    /// The advised memory strategy (`conservative`, `balanced`, `aggressive`), or without a model size
+    /// the configured one (`custom` possible); NUL-terminated.
+    pub memory_strategy: [c_char; 16],
+    /// Its budget fraction.
+    pub memory_fraction: f64,
+    /// Why, in words; NUL-terminated, truncated to fit.
+    pub memory_reason: [c_char; 512],
+}
+
+/// An empty recommendation with `struct_size` set.
+///
+/// Thread safety: [thread-safe], [audio-thread].
+#[no_mangle]
+pub extern "C" fn sda_recommendation_default() -> sda_recommendation {
+    // SAFETY: all-zero bytes are a valid sda_recommendation (integers, bools, floats, empty strings).
+    let mut r: sda_recommendation = unsafe { std::mem::zeroed() };
+    r.struct_size = std::mem::size_of::<sda_recommendation>() as u32;
+    r
+}
+
+/// Recommends a configuration for the context's selected device (selecting with the configuration's
+/// `hardware.device` first if needed): the seeds' tier for its memory (batch size, gradient
+/// checkpointing, model blocks and channels; the table can be replaced per device kind by `[[tiers]]`
+/// in the configuration), with the batch size of a probe stored in the configuration
+/// (`hardware.max_batch_size` > 0) instead of the tier's. With `parameters` > 0 (the model's parameter
+/// count) it also advises a memory strategy: larger models get the more careful budget (under 1M
+/// aggressive on CUDA, under 100M balanced, else conservative; never above balanced on CPU and MPS),
+/// with the reason in `memory_reason`. Nothing is changed: applying the advice is the host's choice.
+///
+/// Errors: `SDA_ERR_INVALID_ARGUMENT` when `out->struct_size` is not `sizeof(sda_recommendation)`.
+///
+/// Thread safety: [thread-safe]; cheap once a device is selected.
+#[no_mangle]
+pub extern "C" fn sda_recommend(
+    context: *const sda_context,
+    parameters: u64,
+    out_recommendation: *mut sda_recommendation,
+) -> Status {
+    guard(|| {
+        let context = context_of(context)?;
+        let slot = out(out_recommendation, "out_recommendation")?;
+        let expected = std::mem::size_of::<sda_recommendation>();
+        if slot.struct_size as usize != expected {
+            return Err(Error::InvalidArgument(format!(
+                "out_recommendation->struct_size is {}, expected {expected}: initialise it with \
+                 sda_recommendation_default()",
+                slot.struct_size
+            )));
+        }
+        let r = context.recommend(parameters)?;
+        let selection = context.selection()?;
+        let mut c = sda_recommendation_default();
+        c.kind = r.device.kind;
+        c.index = selection.index as i32;
+        fill_fixed(&mut c.device, &r.device.device);
+        c.memory_total = r.device.memory_total;
+        c.batch_size = r.batch_size;
+        c.batch_from_probe = r.batch_source == BatchSource::Probe;
+        c.gradient_checkpointing = r.gradient_checkpointing;
+        c.blocks = r.blocks;
+        c.channels = r.channels;
+        c.tier_index = r.tier_index as u32;
+        c.tier_from_config = r.tier_from_config;
+        c.tier_min_memory_gb = r.tier.min_memory_gb;
+        c.tier_max_memory_gb = r.tier.max_memory_gb.unwrap_or(f64::INFINITY);
+        fill_fixed(&mut c.tier_label, &r.tier.description());
+        fill_fixed(&mut c.batch_reason, &r.batch_reason());
+        match &r.advice {
+            Some(a) => {
+                c.advice_given = true;
+                fill_fixed(&mut c.memory_strategy, a.strategy.as_str());
+                c.memory_fraction = a.fraction;
+                fill_fixed(&mut c.memory_reason, &a.reason);
+            }
+            None => {
+                let h = &context.config().hardware;
+                fill_fixed(&mut c.memory_strategy, h.memory_strategy.as_str());
+                c.memory_fraction = h.budget_fraction();
+                fill_fixed(
+                    &mut c.memory_reason,
+                    "no model size given: the configured memory strategy",
+                );
+            }
+        }
+        *slot = c;
+        Ok(())
+    })
+}

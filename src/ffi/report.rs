@@ -1,0 +1,136 @@
+//! Reports for C hosts: `sda_report` (text) and `sda_report_json`.
+
+use super::context::{context_of, sda_context};
+use super::{guard, write_string};
+use crate::error::{Error, Result, Status};
+use crate::report::{self, Verbosity};
+use crate::validate::ValidateOptions;
+use std::cell::RefCell;
+use std::os::raw::c_char;
+
+/// How much a report says (the values `sda_report` and `sda_report_json` take).
+///
+/// cbindgen:rename-all=QualifiedScreamingSnakeCase
+#[repr(i32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum sda_verbosity {
+    /// The device, its memory, a fallback warning, and problems that need attention.
+    Essential = 0,
+    /// Everything: selection, budget, allocator figures, precision, CUDA versions, CPU, backend,
+    /// applied environment, auto-configuration, every device, all problems, version.
+    Verbose = 1,
+}
+
+fn verbosity(value: i32) -> Result<Verbosity> {
+    match value {
+        0 => Ok(Verbosity::Essential),
+        1 => Ok(Verbosity::Verbose),
+        other => Err(Error::InvalidArgument(format!(
+            "verbosity {other} is out of range; accepted: SDA_VERBOSITY_ESSENTIAL (0), \
+             SDA_VERBOSITY_VERBOSE (1)"
+        ))),
+    }
+}
+
+/// A report too large for the caller's buffer, kept for the caller's next call with the same
+/// arguments on the same thread: the figures change between two gatherings, so a second gathering
+/// could need more room than the `*needed` the first one reported.
+struct Pending {
+    context: usize,
+    verbosity: i32,
+    json: bool,
+    text: String,
+}
+
+thread_local! {
+    static PENDING: RefCell<Option<Pending>> = const { RefCell::new(None) };
+}
+
+fn report_into(
+    context: *const sda_context,
+    verbosity_value: i32,
+    json: bool,
+    buf: *mut c_char,
+    capacity: usize,
+    needed: *mut usize,
+) -> Result<()> {
+    let shared = context_of(context)?;
+    let level = verbosity(verbosity_value)?;
+    let key = context as usize;
+    let cached = PENDING.with(|p| {
+        let mut slot = p.borrow_mut();
+        match slot.take() {
+            Some(pending)
+                if pending.context == key
+                    && pending.verbosity == verbosity_value
+                    && pending.json == json =>
+            {
+                Some(pending.text)
+            }
+            _ => None,
+        }
+    });
+    let text = match cached {
+        Some(text) => text,
+        None => {
+            let r = report::gather(&shared, None, ValidateOptions::default())?;
+            if json {
+                // Pretty-printed: the JSON is as much for people reading a log as for programs.
+                serde_json::to_string_pretty(&r.render_json(level))
+                    .map_err(|e| Error::InvalidArgument(format!("report JSON: {e}")))?
+            } else {
+                r.render_text(level)
+            }
+        }
+    };
+    let result = write_string(&text, buf, capacity, needed);
+    if matches!(result, Err(Error::BufferTooSmall(_))) {
+        PENDING.with(|p| {
+            *p.borrow_mut() = Some(Pending {
+                context: key,
+                verbosity: verbosity_value,
+                json,
+                text,
+            })
+        });
+    }
+    result
+}
+
+/// Writes the context's report as text: `SDA_VERBOSITY_ESSENTIAL` (device, memory, a fallback
+/// warning, problems that need attention) or `SDA_VERBOSITY_VERBOSE` (everything). Uses the context's
+/// selected device (selecting with the configuration's `hardware.device` first if needed); validates
+/// without loading the torch backend (see `sda_validate_environment`). `sda_report_json` gives the
+/// same facts as JSON.
+///
+/// Buffer rules as `sda_config_get`. A report is gathered fresh on every call, except that after
+/// `SDA_ERR_BUFFER_TOO_SMALL` the next call on the same thread with the same context and verbosity
+/// returns the report that did not fit, so the size query and the second call agree.
+///
+/// Errors: `SDA_ERR_INVALID_ARGUMENT` for a verbosity other than 0 or 1.
+///
+/// Thread safety: [thread-safe]; reads /proc and the driver (milliseconds).
+#[no_mangle]
+pub extern "C" fn sda_report(
+    context: *const sda_context,
+    verbosity: i32,
+    buf: *mut c_char,
+    capacity: usize,
+    needed: *mut usize,
+) -> Status {
+    guard(|| report_into(context, verbosity, false, buf, capacity, needed))
+}
+
+/// Writes the context's report as JSON (UTF-8, pretty-printed), with the same facts as `sda_report`
+/// at the same verbosity. The layout is versioned (`schema_version`, now 2) and documented by the JSON
+/// Schema `docs/report.schema.json`. Buffer rules, errors and thread safety as `sda_report`.
+#[no_mangle]
+pub extern "C" fn sda_report_json(
+    context: *const sda_context,
+    verbosity: i32,
+    buf: *mut c_char,
+    capacity: usize,
+    needed: *mut usize,
+) -> Status {
+    guard(|| report_into(context, verbosity, true, buf, capacity, needed))
+}

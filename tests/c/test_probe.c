@@ -1,0 +1,103 @@
+/*
+ * sda_probe_batch through the C ABI: argument checks, a host's own workload (memory it really
+ * touches, measured through the resident set), a workload that reports out-of-memory above a batch,
+ * cancellation from the progress callback, and storing the result in a config.
+ */
+#include <sda.h>
+
+#include <stdlib.h>
+
+#include "check.h"
+
+#define MIB (1024u * 1024u)
+
+/* The host's work: touches 1 MiB per sample, so the probe sees it in the resident set. */
+static int32_t touch_mib_per_sample(void *user_data, uint32_t batch) {
+    size_t bytes = (size_t)batch * MIB, i;
+    unsigned char *buf = (unsigned char *)malloc(bytes);
+    int *runs = (int *)user_data;
+    if (!buf) return SDA_ERR_OUT_OF_MEMORY;
+    for (i = 0; i < bytes; i += 4096) buf[i] = 1;
+    free(buf);
+    (*runs)++;
+    return SDA_OK;
+}
+
+/* Work that fails above batch 20 the way a host's would: with libtorch's text. */
+static int32_t oom_above_20(void *user_data, uint32_t batch) {
+    (void)user_data;
+    if (batch > 20) {
+        sda_set_error_message("DefaultCPUAllocator: can't allocate memory: you tried to allocate "
+                              "1073741824 bytes. Error code 12 (Cannot allocate memory)");
+        return SDA_ERR_OUT_OF_MEMORY;
+    }
+    return touch_mib_per_sample(user_data, batch);
+}
+
+static int progress_calls = 0;
+static bool stop_at_once(void *user_data, const sda_probe_progress *progress) {
+    (void)user_data;
+    progress_calls++;
+    return progress->runs < 1; /* false after the first run */
+}
+
+int main(void) {
+    sda_config *config = NULL;
+    sda_context *context = NULL;
+    sda_selection sel;
+    sda_probe_options options = sda_probe_options_default();
+    sda_probe_result result = sda_probe_result_default();
+    int runs = 0;
+    char buf[32];
+
+    CHECK_STATUS(sda_config_new(&config), SDA_OK);
+    CHECK_STATUS(sda_context_new(config, &context), SDA_OK);
+    CHECK_STATUS(sda_select_device(context, "cpu", &sel), SDA_OK);
+
+    /* Arguments. */
+    CHECK_STATUS(sda_probe_batch(NULL, &options, &result), SDA_ERR_NULL_POINTER);
+    CHECK_STATUS(sda_probe_batch(context, &options, NULL), SDA_ERR_NULL_POINTER);
+    options.struct_size = 3;
+    CHECK_STATUS(sda_probe_batch(context, &options, &result), SDA_ERR_INVALID_ARGUMENT);
+    CHECK_MESSAGE_CONTAINS("sda_probe_options_default");
+    options = sda_probe_options_default();
+    options.min_batch = 10;
+    options.max_batch = 5;
+    CHECK_STATUS(sda_probe_batch(context, &options, &result), SDA_ERR_INVALID_ARGUMENT);
+
+    /* The host's own workload, 1 MiB per sample, against a 64 MiB budget. */
+    options = sda_probe_options_default();
+    options.budget_bytes = 64u * MIB;
+    options.custom_workload = touch_mib_per_sample;
+    options.workload_user_data = &runs;
+    CHECK_STATUS(sda_probe_batch(context, &options, &result), SDA_OK);
+    printf("1 MiB/sample, 64 MiB budget: max %u, recommended %u, %u runs, per sample %.0f\n",
+           result.max_batch, result.recommended_batch, result.runs, result.per_sample_bytes);
+    CHECK(result.max_batch >= 40 && result.max_batch <= 64);
+    CHECK(result.recommended_batch <= result.max_batch);
+    CHECK(result.oom_runs == 0 && result.runs >= 2 && (int)result.runs == runs);
+    CHECK(result.stop == SDA_PROBE_STOP_BUDGET && !result.capped);
+    CHECK(result.measured_peak_bytes <= result.budget_bytes);
+
+    /* Out of memory above batch 20: the answer is a batch that ran. */
+    options.custom_workload = oom_above_20;
+    CHECK_STATUS(sda_probe_batch(context, &options, &result), SDA_OK);
+    CHECK(result.max_batch >= 1 && result.max_batch <= 20);
+
+    /* Cancelled from the progress callback after the first run. */
+    options.custom_workload = touch_mib_per_sample;
+    options.progress = stop_at_once;
+    CHECK_STATUS(sda_probe_batch(context, &options, &result), SDA_ERR_CANCELLED);
+    CHECK(progress_calls == 1);
+
+    /* The recommended batch stored in a config. */
+    options.progress = NULL;
+    options.save_to = config;
+    CHECK_STATUS(sda_probe_batch(context, &options, &result), SDA_OK);
+    CHECK_STATUS(sda_config_get(config, "hardware.max_batch_size", buf, sizeof buf, NULL), SDA_OK);
+    CHECK((unsigned)atoi(buf) == result.recommended_batch);
+
+    sda_context_free(context);
+    sda_config_free(config);
+    return check_report("test_probe");
+}
