@@ -1,0 +1,40 @@
+"""Shared fixtures. The suite runs against an installed libsda (run-tests.sh sets SDA_LIBRARY to
+<prefix>/lib/libsda.so.0 and SDA_TEST_PREFIX to the prefix) and the pip-installed package."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+import sda
+
+REPO = Path(os.environ.get("SDA_TEST_REPO", Path(__file__).resolve().parents[3]))
+
+
+@pytest.fixture(scope="session")
+def prefix() -> Path:
+    value = os.environ.get("SDA_TEST_PREFIX")
+    if not value:
+        pytest.skip("SDA_TEST_PREFIX is not set (run bindings/python/run-tests.sh PREFIX)")
+    return Path(value)
+
+
+@pytest.fixture(scope="session")
+def header(prefix: Path) -> str:
+    """The installed sda.h: the ABI the library under test was built with."""
+    return (prefix / "include" / "sda.h").read_text()
+
+
+@pytest.fixture
+def ctx():
+    with sda.Context(sda.Config.from_toml('[hardware]\ndevice = "cpu"\n')) as context:
+        context.select_device("cpu")
+        yield context
+
+
+@pytest.fixture(autouse=True)
+def _no_log_callback():
+    yield
+    sda.set_log_callback(None)

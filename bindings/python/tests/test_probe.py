@@ -1,0 +1,68 @@
+"""Batch probing from Python: the built-in workload, Python callables as the workload, progress and
+cancellation, and exceptions that never cross into libsda."""
+
+from __future__ import annotations
+
+import pytest
+
+import sda
+
+MIB = 1 << 20
+
+
+def small_workload() -> sda.Workload:
+    workload = sda.Workload.default()
+    workload.out_channels = 4  # about 0.75 MiB of activations per sample: quick runs
+    return workload
+
+
+def test_probe_the_built_in_workload_under_a_budget(ctx):
+    seen = []
+    result = ctx.probe_batch(small_workload(), budget_bytes=64 * MIB, max_batch=4096, progress=seen.append)
+    assert result.stop in (sda.ProbeStop.BUDGET, sda.ProbeStop.MAX_BATCH)
+    assert 0 < result.recommended_batch <= result.max_batch
+    assert result.measured_peak_bytes <= result.budget_bytes == 64 * MIB
+    assert result.per_sample_bytes > 0
+    assert len(seen) == result.runs and all(isinstance(p, sda.ProbeProgress) for p in seen)
+    assert any(p.ok and p.batch == result.max_batch for p in seen), "the answer is a batch that ran"
+
+
+def test_a_python_workload_whose_oom_marks_the_limit(ctx):
+    def work(batch):
+        if batch > 37:
+            raise MemoryError(f"batch {batch} does not fit")
+        return None
+
+    result = ctx.probe_batch(work, budget_bytes=1 << 40, max_batch=1000)
+    assert result.max_batch <= 37
+    assert result.oom_runs >= 0 and result.runs >= 2
+
+
+def test_cancelling_from_progress(ctx):
+    with pytest.raises(sda.CancelledError):
+        ctx.probe_batch(small_workload(), budget_bytes=64 * MIB, progress=lambda progress: False)
+
+
+def test_other_exceptions_in_the_workload_are_reraised(ctx):
+    raised = ValueError("the model does not load")
+
+    def work(batch):
+        raise raised
+
+    with pytest.raises(ValueError) as error:
+        ctx.probe_batch(work, budget_bytes=64 * MIB)
+    assert error.value is raised
+
+
+def test_exceptions_in_progress_cancel_and_are_reraised(ctx):
+    def progress(p):
+        raise RuntimeError("progress bar broke")
+
+    with pytest.raises(RuntimeError, match="progress bar broke"):
+        ctx.probe_batch(small_workload(), budget_bytes=64 * MIB, progress=progress)
+
+
+def test_the_recommendation_is_saved_to_a_config(ctx):
+    with sda.Config() as config:
+        result = ctx.probe_batch(small_workload(), budget_bytes=64 * MIB, save_to=config)
+        assert config["hardware.max_batch_size"] == str(result.recommended_batch)
