@@ -552,6 +552,21 @@ pub struct Recommendation {
 }
 
 impl Recommendation {
+    /// The tier as reports name it: `CPU (cpu, any memory; built in)`.
+    pub fn tier_summary(&self) -> String {
+        format!(
+            "{} ({}, {}; {})",
+            self.tier.description(),
+            self.tier.device,
+            self.tier.range_text(),
+            if self.tier_from_config {
+                "from the configuration"
+            } else {
+                "built in"
+            }
+        )
+    }
+
     /// One sentence on where the batch size came from.
     pub fn batch_reason(&self) -> String {
         match self.batch_source {

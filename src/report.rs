@@ -332,17 +332,7 @@ impl DeviceReport {
                 r.blocks,
                 r.channels
             ));
-            out.push_str(&format!(
-                "Tier:    {} ({}, {}; {})\n",
-                r.tier.description(),
-                r.tier.device,
-                r.tier.range_text(),
-                if r.tier_from_config {
-                    "from the configuration"
-                } else {
-                    "built in"
-                }
-            ));
+            out.push_str(&format!("Tier:    {}\n", r.tier_summary()));
         }
         out.push_str("Devices:\n");
         for dev in &self.devices {

@@ -1,9 +1,9 @@
 //! Device selection and description.
 
 use super::context::{context_of, sda_context};
-use super::{fill_fixed, guard, opt_str_arg, out};
+use super::{fill_fixed, guard, opt_str_arg, out, write_array};
 use crate::device::{DeviceInfo, Selection};
-use crate::error::{Error, Status};
+use crate::error::Status;
 use crate::preference::DeviceKind;
 use std::os::raw::c_char;
 
@@ -161,23 +161,14 @@ pub extern "C" fn sda_list_devices(
         let context = context_of(context)?;
         let count = out(count, "count")?;
         let devices = context.list_devices()?;
-        *count = devices.len();
-        if capacity < devices.len() {
-            return Err(Error::BufferTooSmall(format!(
-                "{} devices but room for {capacity} (see *count)",
-                devices.len()
-            )));
-        }
-        if out_devices.is_null() {
-            return Err(Error::NullPointer(format!(
-                "out_devices is NULL but capacity is {capacity}"
-            )));
-        }
-        for (i, info) in devices.iter().enumerate() {
-            // SAFETY: the caller's array holds `capacity` >= devices.len() entries.
-            unsafe { out_devices.add(i).write(details(info)) };
-        }
-        Ok(())
+        write_array(
+            &devices,
+            out_devices,
+            capacity,
+            count,
+            ("devices", "out_devices"),
+            details,
+        )
     })
 }
 

@@ -179,6 +179,36 @@ pub(crate) fn write_string(
     Ok(())
 }
 
+/// Copies `items` into a caller's array of `capacity` entries, converted by `convert`: `*count` (already
+/// checked) always receives the number of items; when the array is too small the call fails with
+/// `SDA_ERR_BUFFER_TOO_SMALL` and writes no entry. `out` may be NULL only when nothing is written.
+pub(crate) fn write_array<T, C>(
+    items: &[T],
+    out: *mut C,
+    capacity: usize,
+    count: &mut usize,
+    (what, out_name): (&str, &str),
+    convert: impl Fn(&T) -> C,
+) -> Result<()> {
+    *count = items.len();
+    if capacity < items.len() {
+        return Err(Error::BufferTooSmall(format!(
+            "{} {what} but room for {capacity} (see *count)",
+            items.len()
+        )));
+    }
+    if out.is_null() && !items.is_empty() {
+        return Err(Error::NullPointer(format!(
+            "{out_name} is NULL but capacity is {capacity}"
+        )));
+    }
+    for (i, item) in items.iter().enumerate() {
+        // SAFETY: the caller's array holds `capacity` >= items.len() entries.
+        unsafe { out.add(i).write(convert(item)) };
+    }
+    Ok(())
+}
+
 /// Copies `text` into a fixed array of a result struct, NUL-terminated, truncated to fit.
 pub(crate) fn fill_fixed(dst: &mut [c_char], text: &str) {
     sda_backend_abi::write_fixed(dst, text);

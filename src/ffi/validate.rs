@@ -1,8 +1,8 @@
 //! Environment validation for C hosts: `sda_validate_environment`.
 
 use super::context::{context_of, sda_context};
-use super::{fill_fixed, guard, out};
-use crate::error::{Error, Status};
+use super::{fill_fixed, guard, out, write_array};
+use crate::error::Status;
 use crate::validate::{self, Problem, Severity, ValidateOptions};
 use std::os::raw::c_char;
 
@@ -79,23 +79,14 @@ pub extern "C" fn sda_validate_environment(
         let context = context_of(context)?;
         let count = out(count, "count")?;
         let problems = validate::validate(&context, ValidateOptions { load_backend });
-        *count = problems.len();
-        if capacity < problems.len() {
-            return Err(Error::BufferTooSmall(format!(
-                "{} problems but room for {capacity} (see *count)",
-                problems.len()
-            )));
-        }
-        if out_problems.is_null() && !problems.is_empty() {
-            return Err(Error::NullPointer(format!(
-                "out_problems is NULL but capacity is {capacity}"
-            )));
-        }
-        for (i, p) in problems.iter().enumerate() {
-            // SAFETY: the caller's array holds `capacity` >= problems.len() entries.
-            unsafe { out_problems.add(i).write(to_c(p)) };
-        }
-        Ok(())
+        write_array(
+            &problems,
+            out_problems,
+            capacity,
+            count,
+            ("problems", "out_problems"),
+            to_c,
+        )
     })
 }
 

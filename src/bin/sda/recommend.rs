@@ -82,17 +82,7 @@ fn recommendation_text(r: &Recommendation, config: &Config) -> String {
         r.device.name,
         r.device.memory_total as f64 / BYTES_PER_GB
     );
-    out.push_str(&format!(
-        "Tier:    {} ({}, {}; {})\n",
-        r.tier.description(),
-        r.tier.device,
-        r.tier.range_text(),
-        if r.tier_from_config {
-            "from the configuration"
-        } else {
-            "built in"
-        }
-    ));
+    out.push_str(&format!("Tier:    {}\n", r.tier_summary()));
     out.push_str(&format!(
         "Batch:   {} ({})\n",
         r.batch_size,
