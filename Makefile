@@ -12,6 +12,7 @@ RELEASE_DIR := $(CURDIR)/target/release
 CTEST_DIR := $(CURDIR)/build/ctest
 
 .PHONY: run test build test-rust test-c bench clean install test-prefix test-install test-python test-swift
+.PHONY: test-reliability reliability
 
 # `make install PREFIX=/any/prefix` (DESTDIR honoured): the core, its backend module beside it, the
 # static library, the headers, a CMake package and a relocatable pkg-config file (cmake/CMakeLists.txt).
@@ -33,7 +34,7 @@ build:
 	@# Programs link against the SONAME (libsda.so.0); give the build tree the same link as an install.
 	ln -sf libsda.so $(RELEASE_DIR)/libsda.so.$$(sed -n 's/^version = "\([0-9]*\)\..*/\1/p' Cargo.toml | head -1)
 
-test: build test-rust test-c test-install test-python test-swift
+test: build test-rust test-c test-reliability test-install test-python test-swift
 
 test-rust:
 	@# Tests load the debug cdylibs (the backend module), which building test targets does not produce.
@@ -73,3 +74,13 @@ bench: build
 clean:
 	$(CARGO) clean
 	rm -rf build
+
+# Issue 7, bounded (part of make test): the C/C++ tests under AddressSanitizer + UBSan, valgrind
+# memcheck over the tests that load no libtorch and over the Rust fuzz driver. The Rust reliability
+# tests (tests/reliability_*.rs) run in test-rust at their bounded sizes.
+test-reliability: test-c
+	bash scripts/reliability.sh --bounded
+
+# Issue 7, long: every reliability run at its long size; rewrites RELIABILITY.md from the results.
+reliability: build
+	bash scripts/reliability.sh --long

@@ -1487,7 +1487,9 @@ sda_status sda_report(const sda_context *context,
 /**
  * Writes the context's report as JSON (UTF-8, pretty-printed), with the same facts as `sda_report`
  * at the same verbosity. The layout is versioned (`schema_version`, now 2) and documented by the JSON
- * Schema `docs/report.schema.json`. Buffer rules, errors and thread safety as `sda_report`.
+ * Schema `docs/report.schema.json`. Buffer rules and errors as `sda_report`.
+ *
+ * Thread safety: [thread-safe]; reads /proc and the driver (milliseconds).
  */
 sda_status sda_report_json(const sda_context *context,
                            int32_t verbosity,

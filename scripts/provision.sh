@@ -3,7 +3,8 @@
 #
 # - libtorch: an existing $LIBTORCH is respected; otherwise torch==2.13.0 (the version tch 0.26 is built
 #   for) is installed from PyPI into the project-local, git-ignored virtual env .venv, reused when present.
-# - Debian packages the tests need (cmake, pkg-config), installed only when missing and only as root.
+# - Debian packages the tests need (cmake, pkg-config, valgrind), installed only when missing and
+#   only as root.
 # - cargo-nextest, when missing.
 set -euo pipefail
 
@@ -14,7 +15,8 @@ venv="$root/.venv"
 log() { printf 'provision: %s\n' "$*" >&2; }
 
 need_debs=()
-for tool_pkg in cmake:cmake pkg-config:pkg-config; do
+# valgrind: the reliability suite's memcheck runs (scripts/reliability.sh).
+for tool_pkg in cmake:cmake pkg-config:pkg-config valgrind:valgrind; do
   tool=${tool_pkg%%:*}; pkg=${tool_pkg##*:}
   command -v "$tool" >/dev/null 2>&1 || need_debs+=("$pkg")
 done

@@ -295,16 +295,54 @@ fn own_directory() -> Option<PathBuf> {
 
 fn open(path: &Path) -> Result<Backend> {
     let unavailable = |what: String| Error::BackendUnavailable(what);
+    // A file cut short (an interrupted copy or install) would be mapped all the same and kill the
+    // host with SIGBUS on first touch: refuse it with a message instead.
+    let ld_library_path = std::env::var("LD_LIBRARY_PATH").ok();
+    if let Some(cut) = crate::elf::find_truncated(path, ld_library_path.as_deref()) {
+        let what = format!(
+            "{} bytes, but its loadable segments need {} (cut short by an interrupted copy or \
+             install?); it was not loaded, because mapping it would crash the process",
+            cut.size, cut.needed
+        );
+        return Err(unavailable(if cut.path == path {
+            format!(
+                "the torch backend {} is damaged: the file is {what}. Reinstall libsda",
+                path.display()
+            )
+        } else {
+            format!(
+                "the torch backend {} needs {}, which is damaged: the file is {what}. Reinstall \
+                 the package it belongs to (for libtorch: pip install --force-reinstall the torch \
+                 version the backend was built against)",
+                path.display(),
+                cut.path.display()
+            )
+        }));
+    }
     // SAFETY: loading a library runs its initialisers; the module is ours and libtorch's are what we
     // came for. RTLD_LOCAL keeps its symbols out of the host's namespace.
     let library = unsafe {
         libloading::os::unix::Library::open(Some(path), libc::RTLD_NOW | libc::RTLD_LOCAL)
     }
     .map_err(|e| {
+        // Where the module looks for libtorch, so that "install it where the module was built to
+        // find it" names a place.
+        let dirs: Vec<String> = crate::elf::search_dirs(path)
+            .iter()
+            .map(|d| {
+                let missing = if d.is_dir() { "" } else { " (missing)" };
+                format!("{}{missing}", d.display())
+            })
+            .collect();
+        let looks_in = if dirs.is_empty() {
+            String::new()
+        } else {
+            format!(" (it looks in {})", dirs.join(", "))
+        };
         unavailable(format!(
             "could not load the torch backend {}: {e}. If a libtorch library is named, install \
-             torch==2.13.0 where the module was built to find it (or rebuild libsda against your \
-             libtorch); if the file itself is damaged, reinstall libsda",
+             torch==2.13.0 where the module was built to find it{looks_in} (or rebuild libsda \
+             against your libtorch); if the file itself is damaged, reinstall libsda",
             path.display()
         ))
     })?;

@@ -12,6 +12,7 @@ pub mod config;
 pub mod context;
 pub mod cuda_driver;
 pub mod device;
+mod elf;
 pub mod error;
 pub mod ffi;
 pub mod guard;

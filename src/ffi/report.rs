@@ -123,7 +123,9 @@ pub extern "C" fn sda_report(
 
 /// Writes the context's report as JSON (UTF-8, pretty-printed), with the same facts as `sda_report`
 /// at the same verbosity. The layout is versioned (`schema_version`, now 2) and documented by the JSON
-/// Schema `docs/report.schema.json`. Buffer rules, errors and thread safety as `sda_report`.
+/// Schema `docs/report.schema.json`. Buffer rules and errors as `sda_report`.
+///
+/// Thread safety: [thread-safe]; reads /proc and the driver (milliseconds).
 #[no_mangle]
 pub extern "C" fn sda_report_json(
     context: *const sda_context,
