@@ -178,6 +178,8 @@ fn child(method: &str, budget: u64) {
 fn spawn(method: &str, budget_mib: u64) -> (u32, u32, u32, f64) {
     let out = Command::new(std::env::current_exe().expect("exe"))
         .env("SDA_COMPARE_CHILD", format!("{method}:{budget_mib}"))
+        // One heap arena: RLIMIT_AS counts the 64 MiB a new thread arena reserves (tests/probe_real.rs).
+        .env("MALLOC_ARENA_MAX", "1")
         .output()
         .expect("child runs");
     let stdout = String::from_utf8_lossy(&out.stdout);

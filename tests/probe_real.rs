@@ -126,6 +126,11 @@ fn run_child(budget_mib: u64) -> (u32, f64) {
             "--nocapture",
         ])
         .env("SDA_PROBE_CHILD_BUDGET_MIB", budget_mib.to_string())
+        // RLIMIT_AS counts reserved address space, and glibc reserves 64 MiB for each new thread
+        // arena the first time a thread allocates — at a moment no warm-up can pin down, which made
+        // the limit, not the memory in use, decide the "true maximum". One arena keeps the limit a
+        // measure of memory.
+        .env("MALLOC_ARENA_MAX", "1")
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
