@@ -1,7 +1,7 @@
 //! Guarded runs of the host's work.
 
 use super::context::{context_of, sda_context};
-use super::{errors_stored, fill_fixed, guard, read_last_error};
+use super::{callback_result, errors_stored, fill_fixed, guard};
 use crate::error::{Error, Result, Status};
 use crate::guard::{self as core_guard, GuardOptions, RunReport};
 use crate::preference::DeviceKind;
@@ -181,26 +181,6 @@ fn write_report(dst: *mut sda_run_report, context_kind: (DeviceKind, i32), r: &R
     *d = out;
 }
 
-/// Turns the status a host callback returned into a result, with the message of any libsda call that
-/// failed inside the callback (e.g. `sda_run_workload` reporting libtorch's out-of-memory text);
-/// `errors_before` is [`errors_stored`] before the callback ran.
-fn callback_result(code: i32, errors_before: u64) -> Result<()> {
-    let message = |status: Status| {
-        if errors_stored() != errors_before {
-            read_last_error()
-        } else {
-            format!("the work callback returned {}", status.name())
-        }
-    };
-    match Status::from_code(code) {
-        Some(Status::SDA_OK) => Ok(()),
-        Some(status) => Err(Error::from_status(status, message(status))),
-        None => Err(Error::InvalidArgument(format!(
-            "the work callback returned {code}, which is not an sda_status"
-        ))),
-    }
-}
-
 /// The work's identity for remembering its memory cost: the callback's code address. Not the user
 /// data: wrappers such as `sda.hpp` pass a fresh stack address on every call, while the callback is
 /// one function per kind of work.
@@ -228,7 +208,11 @@ fn run_guarded(
     }
     let mut work = |batch: u32, accumulation: u32| {
         let errors_before = errors_stored();
-        callback_result(call(batch, accumulation), errors_before)
+        callback_result(
+            call(batch, accumulation),
+            errors_before,
+            "the work callback",
+        )
     };
     let (result, run_report) = if batched {
         core_guard::run_batched(&context, &options, &mut work)

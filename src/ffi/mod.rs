@@ -179,6 +179,27 @@ pub(crate) fn write_string(
     Ok(())
 }
 
+/// Turns the status a host callback returned into a result, with the message of any libsda call that
+/// failed inside the callback (e.g. `sda_run_workload` reporting libtorch's out-of-memory text, or
+/// `sda_set_error_message`); `errors_before` is [`errors_stored`] before the callback ran and `who`
+/// names the callback in messages.
+pub(crate) fn callback_result(code: i32, errors_before: u64, who: &str) -> Result<()> {
+    let message = |status: Status| {
+        if errors_stored() != errors_before {
+            read_last_error()
+        } else {
+            format!("{who} returned {}", status.name())
+        }
+    };
+    match Status::from_code(code) {
+        Some(Status::SDA_OK) => Ok(()),
+        Some(status) => Err(Error::from_status(status, message(status))),
+        None => Err(Error::InvalidArgument(format!(
+            "{who} returned {code}, which is not an sda_status"
+        ))),
+    }
+}
+
 /// Copies `items` into a caller's array of `capacity` entries, converted by `convert`: `*count` (already
 /// checked) always receives the number of items; when the array is too small the call fails with
 /// `SDA_ERR_BUFFER_TOO_SMALL` and writes no entry. `out` may be NULL only when nothing is written.

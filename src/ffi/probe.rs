@@ -3,7 +3,7 @@
 use super::config::{config_of, sda_config};
 use super::context::{context_of, sda_context};
 use super::workload::{read_workload, sda_workload};
-use super::{errors_stored, guard, read_last_error};
+use super::{callback_result, errors_stored, guard};
 use crate::error::{Error, Result, Status};
 use crate::probe::{self, ProbeOptions, ProbeProgress, ProbeWorkload, StopReason};
 use std::ffi::c_void;
@@ -217,23 +217,7 @@ pub extern "C" fn sda_probe_batch(
                 let before = errors_stored();
                 // SAFETY: the host registered the callback with this user data.
                 let code = unsafe { cb(data, batch) };
-                match Status::from_code(code) {
-                    Some(Status::SDA_OK) => Ok(()),
-                    Some(status) => Err(Error::from_status(
-                        status,
-                        if errors_stored() != before {
-                            read_last_error()
-                        } else {
-                            format!(
-                                "the probe workload returned {} at batch {batch}",
-                                status.name()
-                            )
-                        },
-                    )),
-                    None => Err(Error::InvalidArgument(format!(
-                        "the probe workload returned {code}, which is not an sda_status"
-                    ))),
-                }
+                callback_result(code, before, "the probe workload")
             }
         });
         let mut progress = o.progress.map(|cb| {
