@@ -342,11 +342,6 @@ typedef int32_t sda_verbosity;
 #endif // __cplusplus
 
 /**
- * How workers are placed on devices.
- */
-typedef struct Strategy Strategy;
-
-/**
  * An opaque configuration: built-in defaults, a TOML file or a TOML text, plus the environment
  * overrides `SDA_CONFIG` and `SDA_DEVICE`. Create with `sda_config_new`, `sda_config_load` or
  * `sda_config_load_str`; release with `sda_config_free`.

@@ -1,218 +1,59 @@
-//! A context: one configuration, one selected device, and the cached facts about it. Shared freely
-//! across threads.
+//! `sda_context`: a configuration plus the device selected under it.
 
-use crate::backend;
-use crate::config::Config;
-use crate::device::{
-    self, DeviceInfo, LaunchEnv, Machine, Selection, SelectionPolicy, SystemMachine,
-};
-use crate::error::Result;
-use crate::memory::{self, MemoryInfo};
-use crate::plan::{self, LauncherEnv, Plan, PlanRequest, Strategy};
-use crate::preference::{DeviceKind, Preference};
-use crate::recommend::{self, Recommendation};
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use crate::config::{config_of, sda_config};
+use crate::handle::Registry;
+use crate::status::Status;
+use crate::{guard, out};
+use sda_core::config::Config;
+use sda_core::context::Context;
+use sda_core::error::Result;
+use std::ffi::c_void;
+use std::sync::Arc;
 
-/// The selected device and its static description.
-pub struct Selected {
-    /// How the device was chosen.
-    pub selection: Selection,
-    /// Its static description (free memory as of the selection).
-    pub info: DeviceInfo,
-    /// The memory strategy's budget as of the selection, for reports on hot paths that must not
-    /// read `/proc` (fresh figures come from [`Context::memory_info`]).
-    pub budget: u64,
+/// An opaque context: a snapshot of a configuration and the device selected under it. One context may
+/// be shared by any number of threads. Create with `sda_context_new`, release with `sda_context_free`.
+pub struct sda_context {
+    _private: [u8; 0],
 }
 
-/// Holds a configuration and the device selected under it.
-pub struct Context {
-    config: Config,
-    machine: Arc<dyn Machine>,
-    // An Arc so that hot paths (guarded runs) take the selection without copying its strings.
-    selected: Mutex<Option<Arc<Selected>>>,
-    /// Bytes per sample that successful guarded runs measured, by work key (see
-    /// [`crate::guard::GuardOptions::work_key`]).
-    work_costs: Mutex<HashMap<u64, f64>>,
+static CONTEXTS: Registry<Context> = Registry::new("sda_context");
+
+/// The context behind a handle.
+pub(crate) fn context_of(context: *const sda_context) -> Result<Arc<Context>> {
+    CONTEXTS.get(context.cast::<c_void>(), "context")
 }
 
-impl Context {
-    /// A context on the real machine.
-    pub fn new(config: Config) -> Context {
-        let machine = Arc::new(SystemMachine::with_environment(
-            &config.hardware.backend,
-            config.environment.clone(),
-        ));
-        Context::with_machine(config, machine)
-    }
-
-    /// A context on an injected machine (tests use this to model GPUs that do not exist here).
-    pub fn with_machine(config: Config, machine: Arc<dyn Machine>) -> Context {
-        Context {
-            config,
-            machine,
-            selected: Mutex::new(None),
-            work_costs: Mutex::new(HashMap::new()),
-        }
-    }
-
-    /// The configuration this context was created with.
-    pub fn config(&self) -> &Config {
-        &self.config
-    }
-
-    /// Selects a device. `preference` `None` uses the config's `hardware.device`. Replaces any earlier
-    /// selection of this context.
-    pub fn select(&self, preference: Option<&str>) -> Result<Selection> {
-        let text = preference.unwrap_or(&self.config.hardware.device);
-        let preference = Preference::parse(text)?;
-        let policy = SelectionPolicy {
-            priority: self.config.hardware.platform_priority.clone(),
-            strict: self.config.hardware.strict,
-            memory_fraction: self.config.hardware.budget_fraction(),
+/// Creates a context from a snapshot of `config` (later changes to `config` do not affect it), or,
+/// when `config` is NULL, from the configuration `sda_config_new` would build. Creating a context
+/// selects nothing and loads no libtorch: the device is selected by `sda_select_device`, or on first
+/// use with the configuration's `hardware.device`.
+///
+/// Thread safety: [thread-safe].
+#[no_mangle]
+pub extern "C" fn sda_context_new(
+    config: *const sda_config,
+    out_context: *mut *mut sda_context,
+) -> Status {
+    guard(|| {
+        let slot = out(out_context, "out_context")?;
+        let config = if config.is_null() {
+            Config::from_environment(&|name| std::env::var(name).ok())?
+        } else {
+            let shared = config_of(config)?;
+            let snapshot = shared.read().unwrap_or_else(|e| e.into_inner()).clone();
+            snapshot
         };
-        let launch = LaunchEnv::from_process()?;
-        let selection = device::select(preference, &policy, &launch, self.machine.as_ref())?;
-        let info = device::describe(selection.kind, selection.index, self.machine.as_ref())?;
-        let budget = memory::memory_info(&selection, policy.memory_fraction, self.machine.as_ref())
-            .map(|m| m.budget)
-            .unwrap_or(0);
-        let mut slot = self.selected.lock().unwrap_or_else(|e| e.into_inner());
-        *slot = Some(Arc::new(Selected {
-            selection: selection.clone(),
-            info,
-            budget,
-        }));
-        Ok(selection)
-    }
+        *slot = CONTEXTS.insert(Context::new(config)).cast::<sda_context>();
+        Ok(())
+    })
+}
 
-    /// The current selection, selecting with the config's preference first if nothing was selected.
-    pub fn selected(&self) -> Result<Arc<Selected>> {
-        if let Some(s) = self
-            .selected
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-        {
-            return Ok(s);
-        }
-        self.select(None)?;
-        self.selected()
-    }
-
-    /// The current selection (selects with the config's preference first if needed).
-    pub fn selection(&self) -> Result<Selection> {
-        Ok(self.selected()?.selection.clone())
-    }
-
-    /// The selected device's description: cached static facts, fresh free memory.
-    pub fn device_info(&self) -> Result<DeviceInfo> {
-        let mut info = self.selected()?.info.clone();
-        device::refresh_free_memory(&mut info, self.machine.as_ref());
-        Ok(info)
-    }
-
-    /// Memory figures of the selected device, budget from the config's memory strategy.
-    pub fn memory_info(&self) -> Result<MemoryInfo> {
-        let selected = self.selected()?;
-        memory::memory_info(
-            &selected.selection,
-            self.config.hardware.budget_fraction(),
-            self.machine.as_ref(),
-        )
-    }
-
-    /// Empties the selected device's allocator cache.
-    pub fn clear_cache(&self) -> Result<()> {
-        let selected = self.selected()?;
-        memory::clear_cache(selected.selection.kind, selected.selection.index)
-    }
-
-    /// Resets the selected device's peak memory figure.
-    pub fn reset_peak(&self) -> Result<()> {
-        let selected = self.selected()?;
-        memory::reset_peak(selected.selection.kind, selected.selection.index)
-    }
-
-    /// Records what one sample of a work cost in a successful run (the latest figure wins: inputs
-    /// change over a session, and the latest run is the best guide to the next).
-    pub fn remember_work_cost(&self, work_key: u64, bytes_per_sample: f64) {
-        let mut costs = self.work_costs.lock().unwrap_or_else(|e| e.into_inner());
-        costs.insert(work_key, bytes_per_sample);
-    }
-
-    /// What one sample of a work cost when it last ran successfully, if it has (key 0: unknown).
-    pub fn work_cost(&self, work_key: u64) -> Option<f64> {
-        if work_key == 0 {
-            return None;
-        }
-        let costs = self.work_costs.lock().unwrap_or_else(|e| e.into_inner());
-        costs.get(&work_key).copied()
-    }
-
-    /// The machine this context selects on.
-    pub fn machine(&self) -> &dyn Machine {
-        self.machine.as_ref()
-    }
-
-    /// Every device of the machine.
-    pub fn list_devices(&self) -> Result<Vec<DeviceInfo>> {
-        device::list(self.machine.as_ref())
-    }
-
-    /// Plans `workers` workers (0 = the strategy's default) under `strategy` (`auto`, `cpu`,
-    /// `single_gpu`, `multi_gpu`) on this context's machine, with the launcher variables of the
-    /// process environment. Asks the CUDA driver only; loads no libtorch.
-    pub fn plan(&self, strategy: &str, workers: u32) -> Result<Plan> {
-        self.plan_with_launcher(strategy, workers, &LauncherEnv::from_process()?)
-    }
-
-    /// [`Context::plan`] with launcher variables given by the caller (tests inject torchrun and SLURM
-    /// environments through this).
-    pub fn plan_with_launcher(
-        &self,
-        strategy: &str,
-        workers: u32,
-        launcher: &LauncherEnv,
-    ) -> Result<Plan> {
-        let strategy = Strategy::parse(strategy)?;
-        // single_gpu shares the GPU the config names (`cuda:N`), else the first.
-        let gpu_index = match Preference::parse(&self.config.hardware.device) {
-            Ok(Preference::Device {
-                kind: DeviceKind::Cuda,
-                index: Some(i),
-            }) => i,
-            _ => 0,
-        };
-        let request = PlanRequest {
-            strategy,
-            workers,
-            gpu_index,
-            usable_cores: crate::host::static_facts().usable_cores,
-        };
-        plan::plan(&request, self.machine.as_ref(), launcher)
-    }
-
-    /// The auto-configuration for the selected device (selecting with the config's preference first
-    /// if needed): its tier, the batch size (a stored probe result beats the tier), and with
-    /// `parameters` > 0 memory-strategy advice for a model of that many parameters.
-    pub fn recommend(&self, parameters: u64) -> Result<Recommendation> {
-        let info = self.device_info()?;
-        recommend::recommend(
-            &self.config,
-            recommend::DeviceFacts {
-                kind: info.kind,
-                device: info.device,
-                name: info.name,
-                memory_total: info.memory_total,
-            },
-            parameters,
-        )
-    }
-
-    /// Loads the torch backend now (the host chooses when to pay for libtorch's start-up), applying
-    /// the config's `[environment]` first when this is the process's first load.
-    pub fn load_backend(&self) -> Result<&'static backend::Backend> {
-        backend::load_with_environment(&self.config.hardware.backend, &self.config.environment)
-    }
+/// Releases a context. NULL is a no-op; a handle that was already freed returns
+/// `SDA_ERR_INVALID_HANDLE` without touching memory. The torch backend, once loaded, stays loaded for
+/// the life of the process (libtorch cannot be unloaded safely).
+///
+/// Thread safety: [thread-safe]; calls still running on the context in other threads finish first.
+#[no_mangle]
+pub extern "C" fn sda_context_free(context: *mut sda_context) -> Status {
+    guard(|| CONTEXTS.remove(context.cast::<c_void>(), "context"))
 }

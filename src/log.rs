@@ -1,16 +1,18 @@
-//! Where the library's messages go: a sink the host installs, or stderr only when `SDA_LOG` asks for it.
-//!
-//! A library loaded into a DAW must not write to the host's stdout/stderr on its own, so without a sink
-//! and without `SDA_LOG` every message is dropped.
+//! The host's log callback.
 
-use std::sync::{Arc, OnceLock, RwLock};
+use crate::guard;
+use crate::status::Status;
+use sda_core::log::{self, Level};
+use std::ffi::{c_void, CString};
+use std::os::raw::c_char;
+use std::sync::Arc;
 
 /// Severity of a log message (numeric values are part of the C ABI).
 ///
 /// cbindgen:rename-all=QualifiedScreamingSnakeCase
 #[repr(i32)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Level {
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum sda_log_level {
     /// Something failed.
     Error = 1,
     /// Something needs attention, e.g. a fallback to the CPU.
@@ -21,80 +23,60 @@ pub enum Level {
     Debug = 4,
 }
 
-impl Level {
-    /// Lower-case name (`"warn"`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Level::Error => "error",
-            Level::Warn => "warn",
-            Level::Info => "info",
-            Level::Debug => "debug",
-        }
-    }
-
-    fn parse(text: &str) -> Option<Level> {
-        match text.trim().to_ascii_lowercase().as_str() {
-            "error" => Some(Level::Error),
-            "warn" | "warning" => Some(Level::Warn),
-            "info" | "1" | "true" | "yes" => Some(Level::Info),
-            "debug" | "trace" => Some(Level::Debug),
-            _ => None,
+impl From<Level> for sda_log_level {
+    fn from(level: Level) -> sda_log_level {
+        match level {
+            Level::Error => sda_log_level::Error,
+            Level::Warn => sda_log_level::Warn,
+            Level::Info => sda_log_level::Info,
+            Level::Debug => sda_log_level::Debug,
         }
     }
 }
 
-/// A log sink: called with the level and the message, from whichever thread logs.
-pub type Sink = Arc<dyn Fn(Level, &str) + Send + Sync>;
+/// A log callback: `user_data` as registered, the level, and the message (NUL-terminated UTF-8, valid
+/// only during the call). It may be called from any thread that calls into libsda, so it must be
+/// thread-safe; it must not unwind (throw) into libsda.
+pub type sda_log_callback = Option<
+    unsafe extern "C" fn(user_data: *mut c_void, level: sda_log_level, message: *const c_char),
+>;
 
-static SINK: RwLock<Option<Sink>> = RwLock::new(None);
+/// `user_data` moves to whichever thread logs; the host promised it may (documented).
+struct HostData(*mut c_void);
+// SAFETY: the host's contract for sda_set_log_callback says user_data must be usable from any thread.
+unsafe impl Send for HostData {}
+// SAFETY: as above.
+unsafe impl Sync for HostData {}
 
-/// Installs (or with `None` removes) the process-wide sink. Messages logged while another thread is in
-/// the middle of this call go to either the old or the new sink, never to both.
-pub fn set_sink(sink: Option<Sink>) {
-    // A poisoned lock only means a sink panicked earlier; the slot itself is still a valid Option.
-    let mut slot = SINK.write().unwrap_or_else(|e| e.into_inner());
-    *slot = sink;
-}
-
-/// The most verbose level `SDA_LOG` asks for on stderr, read once per process.
-fn stderr_level() -> Option<Level> {
-    static LEVEL: OnceLock<Option<Level>> = OnceLock::new();
-    *LEVEL.get_or_init(|| std::env::var("SDA_LOG").ok().and_then(|v| Level::parse(&v)))
-}
-
-/// Sends a message to the host's sink, or to stderr when `SDA_LOG` is set and no sink is installed.
-pub fn emit(level: Level, message: &str) {
-    // Clone the sink out of the lock so that a sink which calls back into libsda cannot deadlock.
-    let sink = SINK.read().unwrap_or_else(|e| e.into_inner()).clone();
-    match sink {
-        Some(sink) => sink(level, message),
-        None => {
-            if stderr_level().is_some_and(|max| level <= max) {
-                eprintln!("libsda {}: {message}", level.as_str()); // ok: only when the user sets SDA_LOG
-            }
-        }
+impl HostData {
+    /// Through a method, so that closures capture the whole `HostData` (Send + Sync), not the field.
+    fn get(&self) -> *mut c_void {
+        self.0
     }
 }
 
-/// Logs a warning.
-pub fn warn(message: &str) {
-    emit(Level::Warn, message);
-}
-
-/// Logs an informational message.
-pub fn info(message: &str) {
-    emit(Level::Info, message);
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn level_names_parse_back() {
-        for l in [Level::Error, Level::Warn, Level::Info, Level::Debug] {
-            assert_eq!(Level::parse(l.as_str()), Some(l));
-        }
-        assert_eq!(Level::parse("nonsense"), None);
-    }
+/// Sends libsda's log messages (fallback warnings, backend loading, ...) to `callback`, or with NULL
+/// stops sending them. Without a callback libsda prints nothing, unless the environment variable
+/// `SDA_LOG` is set (`error`, `warn`, `info` or `debug`), in which case messages go to stderr.
+///
+/// Thread safety: [thread-safe]; the callback is process-wide. Install it at start-up: a message being
+/// logged while the callback is replaced goes to the old or the new one.
+#[no_mangle]
+pub extern "C" fn sda_set_log_callback(
+    callback: sda_log_callback,
+    user_data: *mut c_void,
+) -> Status {
+    guard(|| {
+        let sink: Option<log::Sink> = callback.map(|cb| {
+            let data = HostData(user_data);
+            let sink: log::Sink = Arc::new(move |level: Level, message: &str| {
+                let text = CString::new(message.replace('\0', " ")).unwrap_or_default();
+                // SAFETY: the host registered `cb` with this `user_data`; the text lives for the call.
+                unsafe { cb(data.get(), level.into(), text.as_ptr()) }
+            });
+            sink
+        });
+        log::set_sink(sink);
+        Ok(())
+    })
 }

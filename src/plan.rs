@@ -1,494 +1,199 @@
-//! Worker placement (seed 002): which device each worker of a job uses, and for distributed ranks the
-//! environment a launcher sets. libsda launches nothing: it fits torchrun and SLURM, it does not replace
-//! them.
-//!
-//! Strategies:
-//! - `cpu`: N workers on the CPU (a process pool; no process group).
-//! - `single_gpu`: N workers share one GPU (a process pool on `cuda:K`).
-//! - `multi_gpu`: one rank per GPU of this node, torch.distributed conventions (NCCL): `RANK`,
-//!   `LOCAL_RANK`, `WORLD_SIZE`, `LOCAL_WORLD_SIZE`, `MASTER_ADDR`, `MASTER_PORT`.
-//! - `auto`: by the number of GPUs: none → `cpu`, one → `single_gpu`, two or more → `multi_gpu`.
-//!
-//! "GPUs" are the CUDA devices the driver lists (after `CUDA_VISIBLE_DEVICES`); planning asks the
-//! driver only and never loads libtorch, so it stays cheap enough for any host to call at start-up.
-//!
-//! A launcher's environment is an *input*: under torchrun (`RANK`, `LOCAL_RANK`, `WORLD_SIZE`,
-//! `LOCAL_WORLD_SIZE`, `MASTER_ADDR`, `MASTER_PORT`) or SLURM (`SLURM_PROCID`, `SLURM_LOCALID`,
-//! `SLURM_NTASKS`, with torchrun's names first when both are set, because torchrun inside an
-//! allocation sets the ranks its processes really have) the ranks of this node's workers are placed
-//! within the job's world: the first local rank's global rank is `RANK - LOCAL_RANK`, and the world
-//! size is the launcher's. SLURM variables are read as one task per rank (`srun --ntasks-per-node =
-//! GPUs`), the convention PyTorch Lightning follows too. The environment is read through a lookup
-//! function, so tests inject it and never touch the process's.
+//! Worker placement for C hosts: `sda_plan_workers`.
 
-use crate::device::{device_string, CudaPresence, Machine};
-use crate::error::{Error, Result};
-use crate::preference::DeviceKind;
-use std::fmt;
+use crate::context::{context_of, sda_context};
+use crate::device::sda_device_kind;
+use crate::status::Status;
+use crate::{fill_fixed, guard, opt_str_arg, out, write_string};
+use sda_core::error::{Error, Result};
+use sda_core::plan::{Launcher, Plan, Strategy, WorkerPlan};
+use std::os::raw::c_char;
 
-/// Most workers a plan accepts; more is a typo (or a fork bomb), not a job one node runs.
-pub const MAX_WORKERS: u32 = 4096;
-/// torch.distributed's default rendezvous port, used when `MASTER_PORT` is not set.
-pub const DEFAULT_MASTER_PORT: u16 = 29500;
-/// The rendezvous address of a single-node job when `MASTER_ADDR` is not set.
-pub const LOCAL_MASTER_ADDR: &str = "127.0.0.1";
-
-/// How workers are placed on devices.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Strategy {
+/// The strategy a plan resolved to (`auto` becomes one of these).
+///
+/// cbindgen:rename-all=QualifiedScreamingSnakeCase
+#[repr(i32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum sda_plan_strategy {
     /// Every worker on the CPU.
-    Cpu,
-    /// Every worker on one GPU.
-    SingleGpu,
-    /// One rank per GPU.
-    MultiGpu,
-    /// Chosen by the number of GPUs.
-    Auto,
+    Cpu = 0,
+    /// Every worker shares one GPU.
+    SingleGpu = 1,
+    /// One rank per GPU (torch.distributed, NCCL).
+    MultiGpu = 2,
 }
 
-/// The accepted strategy names, for messages.
-pub const ACCEPTED_STRATEGIES: &str = "auto, cpu, single_gpu, multi_gpu";
-
-impl Strategy {
-    /// Every strategy.
-    pub const ALL: [Strategy; 4] = [
-        Strategy::Cpu,
-        Strategy::SingleGpu,
-        Strategy::MultiGpu,
-        Strategy::Auto,
-    ];
-
-    /// The name as the CLI, the C ABI and reports spell it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Strategy::Cpu => "cpu",
-            Strategy::SingleGpu => "single_gpu",
-            Strategy::MultiGpu => "multi_gpu",
-            Strategy::Auto => "auto",
-        }
-    }
-
-    /// Parses a strategy name: case-insensitive, trimmed, `-` accepted for `_` (`single-gpu`).
-    /// Anything else is an error quoting the value and listing the accepted names.
-    pub fn parse(text: &str) -> Result<Strategy> {
-        let wanted = text.trim().to_ascii_lowercase().replace('-', "_");
-        Strategy::ALL
-            .into_iter()
-            .find(|s| s.as_str() == wanted)
-            .ok_or_else(|| {
-                Error::InvalidArgument(format!(
-                    "unknown worker strategy {text:?}; accepted: {ACCEPTED_STRATEGIES}"
-                ))
-            })
-    }
-}
-
-impl fmt::Display for Strategy {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// Which launcher's variables were found.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum Launcher {
-    /// No launcher: this process plans a single-node job itself.
-    #[default]
-    None,
-    /// torchrun / torch.distributed.launch (`RANK`, `LOCAL_RANK`, `WORLD_SIZE`).
-    Torchrun,
+/// Which launcher's variables the plan read from the process environment.
+///
+/// cbindgen:rename-all=QualifiedScreamingSnakeCase
+#[repr(i32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum sda_launcher {
+    /// None: the plan is a single-node job of its own.
+    None = 0,
+    /// torchrun (`RANK`, `LOCAL_RANK`, `WORLD_SIZE`, `LOCAL_WORLD_SIZE`).
+    Torchrun = 1,
     /// SLURM (`SLURM_PROCID`, `SLURM_LOCALID`, `SLURM_NTASKS`).
-    Slurm,
+    Slurm = 2,
 }
 
-impl Launcher {
-    /// `none`, `torchrun` or `slurm`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Launcher::None => "none",
-            Launcher::Torchrun => "torchrun",
-            Launcher::Slurm => "slurm",
-        }
-    }
-}
-
-/// What a launcher told this process, read from its environment.
-#[derive(Clone, Debug, PartialEq, Eq, Default)]
-pub struct LauncherEnv {
-    /// Which launcher's variables were found.
-    pub launcher: Launcher,
-    /// This process's global rank (`RANK` / `SLURM_PROCID`).
-    pub rank: Option<u32>,
-    /// This process's rank on its node (`LOCAL_RANK` / `SLURM_LOCALID`).
-    pub local_rank: Option<u32>,
-    /// Ranks in the whole job (`WORLD_SIZE` / `SLURM_NTASKS`).
-    pub world_size: Option<u32>,
-    /// Ranks on this node (`LOCAL_WORLD_SIZE`).
-    pub local_world_size: Option<u32>,
-    /// Rendezvous address (`MASTER_ADDR`).
-    pub master_addr: Option<String>,
-    /// Rendezvous port (`MASTER_PORT`).
-    pub master_port: Option<u16>,
-    /// Threads per process the user chose (`OMP_NUM_THREADS`), passed on unchanged.
-    pub omp_num_threads: Option<String>,
-}
-
-fn read_number<T: std::str::FromStr>(
-    lookup: &dyn Fn(&str) -> Option<String>,
-    var: &str,
-    what: &str,
-) -> Result<Option<T>> {
-    match lookup(var).filter(|v| !v.trim().is_empty()) {
-        None => Ok(None),
-        Some(v) => v.trim().parse::<T>().map(Some).map_err(|_| {
-            Error::InvalidArgument(format!(
-                "{var}={v:?} is not {what}; fix or unset it (set by a launcher such as torchrun or \
-                 SLURM)"
-            ))
-        }),
-    }
-}
-
-impl LauncherEnv {
-    /// Reads the launcher variables through `lookup`. torchrun's names win over SLURM's, each read as
-    /// a group (a process does not mix a torchrun rank with a SLURM world size). Values that are not
-    /// numbers where numbers belong, a rank outside the world size, and a `MASTER_ADDR` with spaces are
-    /// errors naming the variable.
-    pub fn from_lookup(lookup: &dyn Fn(&str) -> Option<String>) -> Result<LauncherEnv> {
-        let set = |var: &str| lookup(var).is_some_and(|v| !v.trim().is_empty());
-        let mut env = LauncherEnv::default();
-        let nonneg = "a non-negative integer";
-        if ["RANK", "LOCAL_RANK", "WORLD_SIZE"].iter().any(|v| set(v)) {
-            env.launcher = Launcher::Torchrun;
-            env.rank = read_number(lookup, "RANK", nonneg)?;
-            env.local_rank = read_number(lookup, "LOCAL_RANK", nonneg)?;
-            env.world_size = read_number(lookup, "WORLD_SIZE", nonneg)?;
-            env.local_world_size = read_number(lookup, "LOCAL_WORLD_SIZE", nonneg)?;
-        } else if ["SLURM_PROCID", "SLURM_LOCALID", "SLURM_NTASKS"]
-            .iter()
-            .any(|v| set(v))
-        {
-            env.launcher = Launcher::Slurm;
-            env.rank = read_number(lookup, "SLURM_PROCID", nonneg)?;
-            env.local_rank = read_number(lookup, "SLURM_LOCALID", nonneg)?;
-            env.world_size = read_number(lookup, "SLURM_NTASKS", nonneg)?;
-        }
-        env.master_port = read_number(lookup, "MASTER_PORT", "a port number (1 to 65535)")?;
-        if env.master_port == Some(0) {
-            return Err(Error::InvalidArgument(
-                "MASTER_PORT=\"0\" is not a port number (1 to 65535); fix or unset it".to_string(),
-            ));
-        }
-        if let Some(addr) = lookup("MASTER_ADDR").filter(|v| !v.trim().is_empty()) {
-            if addr
-                .trim()
-                .chars()
-                .any(|c| c.is_whitespace() || c.is_control())
-            {
-                return Err(Error::InvalidArgument(format!(
-                    "MASTER_ADDR={addr:?} is not a host name or address; fix or unset it"
-                )));
-            }
-            env.master_addr = Some(addr.trim().to_string());
-        }
-        env.omp_num_threads = lookup("OMP_NUM_THREADS").filter(|v| !v.trim().is_empty());
-        if let (Some(rank), Some(world)) = (env.rank, env.world_size) {
-            if rank >= world {
-                let (r, w) = match env.launcher {
-                    Launcher::Slurm => ("SLURM_PROCID", "SLURM_NTASKS"),
-                    _ => ("RANK", "WORLD_SIZE"),
-                };
-                return Err(Error::InvalidArgument(format!(
-                    "{r}={rank} is outside the world of {w}={world} ranks (0..={}); the launcher's \
-                     variables contradict each other",
-                    world.saturating_sub(1)
-                )));
-            }
-        }
-        Ok(env)
-    }
-
-    /// Reads the real process environment.
-    pub fn from_process() -> Result<LauncherEnv> {
-        LauncherEnv::from_lookup(&|k| std::env::var(k).ok())
-    }
-}
-
-/// What a plan is asked for.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PlanRequest {
-    /// The strategy (`Auto` chooses by GPU count).
-    pub strategy: Strategy,
-    /// Number of workers on this node; 0 = the strategy's default (cpu and single_gpu: 1, because
-    /// one torch process already uses every core through its intra-op threads; multi_gpu: one per GPU).
-    pub workers: u32,
-    /// The GPU `single_gpu` shares (the config's `hardware.device` when that is `cuda:N`, else 0).
-    pub gpu_index: u32,
-    /// Threads per worker on the host's CPUs (for `OMP_NUM_THREADS`), from the usable cores.
-    pub usable_cores: u32,
-}
-
-/// The plan for one worker.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct WorkerPlan {
-    /// The worker's number on this node, `0..workers`.
-    pub worker_id: u32,
-    /// Its device kind.
-    pub kind: DeviceKind,
-    /// Its device index.
-    pub index: u32,
-    /// Its device as torch spells it (`cpu`, `cuda:3`).
-    pub device: String,
-    /// Global rank (multi_gpu only).
-    pub rank: Option<u32>,
-    /// Rank on this node (multi_gpu only).
-    pub local_rank: Option<u32>,
-    /// The environment to start the worker with, in a fixed order (`NAME`, `value`).
-    pub env: Vec<(String, String)>,
-}
-
-impl WorkerPlan {
-    /// The environment as `NAME=value` lines, each ending in a newline.
-    pub fn env_text(&self) -> String {
-        self.env.iter().map(|(k, v)| format!("{k}={v}\n")).collect()
-    }
-}
-
-/// A whole plan for this node.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Plan {
-    /// The strategy asked for.
-    pub requested: Strategy,
-    /// The strategy in force (never `Auto`).
-    pub strategy: Strategy,
-    /// Why this strategy and this many workers.
-    pub reason: String,
+/// The plan of one worker. Get one from `sda_worker_plan_default()` so that `struct_size` is set.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct sda_worker_plan {
+    /// `sizeof(sda_worker_plan)` as the caller was compiled; set by `sda_worker_plan_default()`.
+    pub struct_size: u32,
+    /// The strategy in force.
+    pub strategy: sda_plan_strategy,
+    /// The worker's device kind.
+    pub kind: sda_device_kind,
+    /// The worker's device index.
+    pub index: i32,
+    /// The worker's device as torch spells it (`cpu`, `cuda:3`), NUL-terminated.
+    pub device: [c_char; 32],
     /// Workers on this node.
     pub workers: u32,
+    /// This worker's number, `0 .. workers-1`.
+    pub worker_id: u32,
     /// CUDA devices the driver lists.
     pub gpu_count: u32,
-    /// Ranks in the whole job (multi_gpu), else `workers`.
+    /// Global rank (`RANK`); -1 when the strategy has no ranks (cpu, single_gpu).
+    pub rank: i32,
+    /// Rank on this node (`LOCAL_RANK`); -1 when the strategy has no ranks.
+    pub local_rank: i32,
+    /// Ranks in the whole job (`WORLD_SIZE`); equals `workers` without ranks.
     pub world_size: u32,
-    /// Global rank of local worker 0 (multi_gpu; 0 otherwise).
-    pub rank_offset: u32,
-    /// The process-group backend (`nccl` for multi_gpu; `None` for the pools).
-    pub distributed_backend: Option<&'static str>,
-    /// Rendezvous address (multi_gpu).
-    pub master_addr: Option<String>,
-    /// Rendezvous port (multi_gpu).
-    pub master_port: Option<u16>,
-    /// `OMP_NUM_THREADS` for each worker.
-    pub threads_per_worker: String,
-    /// The launcher variables that were read.
-    pub launcher: LauncherEnv,
-    /// Every worker, in order.
-    pub worker_plans: Vec<WorkerPlan>,
+    /// Rendezvous port (`MASTER_PORT`); 0 without ranks.
+    pub master_port: u32,
+    /// Rendezvous address (`MASTER_ADDR`), empty without ranks; NUL-terminated.
+    pub master_addr: [c_char; 256],
+    /// Process-group backend (`nccl`), empty for the process pools; NUL-terminated.
+    pub distributed_backend: [c_char; 16],
+    /// Whose variables were read.
+    pub launcher: sda_launcher,
+    /// Number of `NAME=value` lines of the worker's environment.
+    pub env_count: u32,
+    /// Why this strategy and this many workers; NUL-terminated, truncated to fit.
+    pub reason: [c_char; 512],
 }
 
-impl Plan {
-    /// The plan of worker `worker_id`; an id outside `0..workers` is an error naming it and the range.
-    pub fn worker(&self, worker_id: u32) -> Result<&WorkerPlan> {
-        self.worker_plans
-            .get(worker_id as usize)
-            .ok_or_else(|| out_of_range(worker_id, self.workers, self.strategy))
-    }
+/// An empty worker plan with `struct_size` set.
+///
+/// Thread safety: [thread-safe], [audio-thread].
+#[no_mangle]
+pub extern "C" fn sda_worker_plan_default() -> sda_worker_plan {
+    // SAFETY: all-zero bytes are a valid sda_worker_plan (integers, enums whose 0 is a variant,
+    // empty strings).
+    let mut p: sda_worker_plan = unsafe { std::mem::zeroed() };
+    p.struct_size = std::mem::size_of::<sda_worker_plan>() as u32;
+    p
 }
 
-fn out_of_range(worker_id: u32, workers: u32, strategy: Strategy) -> Error {
-    Error::InvalidArgument(format!(
-        "worker id {worker_id} is out of range: this {strategy} plan has {workers} worker{} (ids \
-         0..={})",
-        if workers == 1 { "" } else { "s" },
-        workers.saturating_sub(1)
-    ))
+fn to_c(plan: &Plan, worker: &WorkerPlan) -> sda_worker_plan {
+    let mut p = sda_worker_plan_default();
+    p.strategy = match plan.strategy {
+        Strategy::SingleGpu => sda_plan_strategy::SingleGpu,
+        Strategy::MultiGpu => sda_plan_strategy::MultiGpu,
+        Strategy::Cpu | Strategy::Auto => sda_plan_strategy::Cpu,
+    };
+    p.kind = worker.kind.into();
+    p.index = worker.index as i32;
+    fill_fixed(&mut p.device, &worker.device);
+    p.workers = plan.workers;
+    p.worker_id = worker.worker_id;
+    p.gpu_count = plan.gpu_count;
+    p.rank = worker.rank.map_or(-1, |r| r as i32);
+    p.local_rank = worker.local_rank.map_or(-1, |r| r as i32);
+    p.world_size = plan.world_size;
+    p.master_port = plan.master_port.map_or(0, u32::from);
+    fill_fixed(
+        &mut p.master_addr,
+        plan.master_addr.as_deref().unwrap_or(""),
+    );
+    fill_fixed(
+        &mut p.distributed_backend,
+        plan.distributed_backend.unwrap_or(""),
+    );
+    p.launcher = match plan.launcher.launcher {
+        Launcher::None => sda_launcher::None,
+        Launcher::Torchrun => sda_launcher::Torchrun,
+        Launcher::Slurm => sda_launcher::Slurm,
+    };
+    p.env_count = worker.env.len() as u32;
+    fill_fixed(&mut p.reason, &plan.reason);
+    p
 }
 
-/// Plans the workers of this node on `machine`, with the launcher variables `launcher`.
-pub fn plan(request: &PlanRequest, machine: &dyn Machine, launcher: &LauncherEnv) -> Result<Plan> {
-    if request.workers > MAX_WORKERS {
-        return Err(Error::InvalidArgument(format!(
-            "{} workers is out of range; accepted: 0 (the strategy's default) to {MAX_WORKERS}",
-            request.workers
-        )));
-    }
-    let (gpu_count, no_gpu_reason) = match machine.cuda() {
-        CudaPresence::Present { devices, .. } => (devices.len() as u32, String::new()),
-        CudaPresence::Absent(why) => (0, why),
-    };
-    let gpus_text = |n: u32| format!("{n} CUDA device{}", if n == 1 { "" } else { "s" });
-    let (strategy, mut reason) = match request.strategy {
-        Strategy::Auto => match gpu_count {
-            0 => (
-                Strategy::Cpu,
-                format!("auto: no CUDA device ({no_gpu_reason}), so every worker runs on the CPU"),
-            ),
-            1 => (
-                Strategy::SingleGpu,
-                "auto: one CUDA device, so the workers share it".to_string(),
-            ),
-            n => (
-                Strategy::MultiGpu,
-                format!("auto: {}, so one rank per GPU", gpus_text(n)),
-            ),
-        },
-        explicit => (explicit, format!("{explicit} as requested")),
-    };
-    let needs_gpu = matches!(strategy, Strategy::SingleGpu | Strategy::MultiGpu);
-    if needs_gpu && gpu_count == 0 {
-        return Err(Error::InvalidArgument(format!(
-            "strategy {strategy} needs a CUDA device, but this machine has none ({no_gpu_reason}); \
-             use cpu, or auto to choose by the devices present"
-        )));
-    }
-    let workers = match (request.workers, strategy) {
-        (0, Strategy::MultiGpu) => launcher.local_world_size.unwrap_or(gpu_count),
-        (0, _) => 1,
-        (n, _) => n,
-    };
-    if strategy == Strategy::MultiGpu && (workers == 0 || workers > gpu_count) {
-        return Err(Error::InvalidArgument(format!(
-            "multi_gpu places one rank per GPU: {workers} workers is out of range on this machine's \
-             {}; accepted: 1 to {gpu_count} (0 = one per GPU)",
-            gpus_text(gpu_count)
-        )));
-    }
-    if strategy == Strategy::SingleGpu && request.gpu_index >= gpu_count {
-        return Err(Error::InvalidArgument(format!(
-            "single_gpu on cuda:{} is out of range: this machine has {} (cuda:0..=cuda:{})",
-            request.gpu_index,
-            gpus_text(gpu_count),
-            gpu_count - 1
-        )));
-    }
-    let threads = launcher.omp_num_threads.clone().unwrap_or_else(|| {
-        // N processes that each default to every core oversubscribe the CPU; split the cores.
-        (request.usable_cores.max(1) / workers.max(1))
-            .max(1)
-            .to_string()
-    });
-
-    let mut result = Plan {
-        requested: request.strategy,
-        strategy,
-        reason: String::new(),
-        workers,
-        gpu_count,
-        world_size: workers,
-        rank_offset: 0,
-        distributed_backend: None,
-        master_addr: None,
-        master_port: None,
-        threads_per_worker: threads.clone(),
-        launcher: launcher.clone(),
-        worker_plans: Vec::with_capacity(workers as usize),
-    };
-    if strategy == Strategy::MultiGpu {
-        let (rank_offset, world_size) = place_in_world(workers, launcher)?;
-        let master_addr = match &launcher.master_addr {
-            Some(a) => a.clone(),
-            None if world_size == workers => LOCAL_MASTER_ADDR.to_string(),
-            None => {
-                return Err(Error::InvalidArgument(format!(
-                "a job of {world_size} ranks spans more than this node's {workers}, so the ranks \
-                     need the rank-0 node's address: set MASTER_ADDR (and MASTER_PORT, default \
-                     {DEFAULT_MASTER_PORT}) as torchrun's --master-addr would"
-            )))
+/// Plans where worker `worker_id` of a job runs, and the environment to start it with. libsda
+/// launches nothing: a host that starts its own worker processes (or writes a launcher script) uses
+/// this; under torchrun or SLURM the launcher's variables are read as inputs.
+///
+/// `strategy`: `auto` (or NULL), `cpu`, `single_gpu`, `multi_gpu` (case-insensitive; `-` for `_`).
+/// `auto` chooses by the CUDA devices the driver lists: none → cpu, one → single_gpu, more →
+/// multi_gpu. `workers`: workers on this node, 0 = the strategy's default (cpu and single_gpu: 1;
+/// multi_gpu: one per GPU, or `LOCAL_WORLD_SIZE`). single_gpu uses the GPU of `hardware.device` when
+/// that is `cuda:N`, else `cuda:0`. multi_gpu gives each worker one GPU (`cuda:LOCAL_RANK`) and the
+/// torch.distributed variables; under torchrun (`RANK`, `LOCAL_RANK`, `WORLD_SIZE`,
+/// `LOCAL_WORLD_SIZE`) or SLURM (`SLURM_PROCID`, `SLURM_LOCALID`, `SLURM_NTASKS`, one task per rank)
+/// this node's ranks are placed in the launcher's world, and a job that spans nodes needs
+/// `MASTER_ADDR`.
+///
+/// `out_plan` (from `sda_worker_plan_default()`) receives the plan. The environment goes into
+/// `env_buf` as `NAME=value` lines, each ending in `\n`, NUL-terminated, in a fixed order: for ranks
+/// `RANK`, `LOCAL_RANK`, `WORLD_SIZE`, `LOCAL_WORLD_SIZE`, `MASTER_ADDR`, `MASTER_PORT`, then for every
+/// worker `OMP_NUM_THREADS` (the usable cores shared out, or the process's own `OMP_NUM_THREADS`).
+/// Values never contain a newline. Buffer rules as `sda_config_get` (`*env_needed` always receives
+/// the size, `SDA_ERR_BUFFER_TOO_SMALL` when it does not fit, and then `out_plan` is not written),
+/// except that `env_buf = NULL` with `env_capacity = 0` means "no environment wanted": the call then
+/// succeeds and only `*env_needed` (when not NULL) tells the size.
+///
+/// Errors: `SDA_ERR_INVALID_ARGUMENT` for an unknown strategy, a `worker_id` outside
+/// `0 .. workers-1`, a worker count outside the strategy's range (multi_gpu: 1 to the GPU count),
+/// single_gpu or multi_gpu without a CUDA device, and malformed or contradictory launcher variables;
+/// each message names the value and the accepted range. `SDA_ERR_INVALID_ARGUMENT` also when
+/// `out_plan->struct_size` is not `sizeof(sda_worker_plan)`.
+///
+/// Thread safety: [thread-safe]. Loads no libtorch; the first call in a process initialises the CUDA
+/// driver when one is installed (tens to hundreds of milliseconds).
+#[no_mangle]
+pub extern "C" fn sda_plan_workers(
+    context: *const sda_context,
+    strategy: *const c_char,
+    workers: u32,
+    worker_id: u32,
+    out_plan: *mut sda_worker_plan,
+    env_buf: *mut c_char,
+    env_capacity: usize,
+    env_needed: *mut usize,
+) -> Status {
+    guard(|| {
+        let context = context_of(context)?;
+        let strategy = opt_str_arg(strategy, "strategy")?.unwrap_or("auto");
+        let slot = out(out_plan, "out_plan")?;
+        check_size(slot.struct_size)?;
+        let plan = context.plan(strategy, workers)?;
+        let worker = plan.worker(worker_id)?;
+        let env = worker.env_text();
+        if env_buf.is_null() && env_capacity == 0 {
+            if !env_needed.is_null() {
+                // SAFETY: a non-null env_needed points to a writable size_t (documented).
+                unsafe { *env_needed = env.len() + 1 };
             }
-        };
-        let master_port = launcher.master_port.unwrap_or(DEFAULT_MASTER_PORT);
-        result.rank_offset = rank_offset;
-        result.world_size = world_size;
-        result.distributed_backend = Some("nccl");
-        result.master_addr = Some(master_addr.clone());
-        result.master_port = Some(master_port);
-        if launcher.launcher != Launcher::None {
-            reason.push_str(&format!(
-                "; under {} this node's ranks are {rank_offset}..={} of {world_size}",
-                launcher.launcher.as_str(),
-                rank_offset + workers - 1
-            ));
+        } else {
+            write_string(&env, env_buf, env_capacity, env_needed)?;
         }
-        for w in 0..workers {
-            let env = vec![
-                ("RANK".to_string(), (rank_offset + w).to_string()),
-                ("LOCAL_RANK".to_string(), w.to_string()),
-                ("WORLD_SIZE".to_string(), world_size.to_string()),
-                ("LOCAL_WORLD_SIZE".to_string(), workers.to_string()),
-                ("MASTER_ADDR".to_string(), master_addr.clone()),
-                ("MASTER_PORT".to_string(), master_port.to_string()),
-                ("OMP_NUM_THREADS".to_string(), threads.clone()),
-            ];
-            result.worker_plans.push(WorkerPlan {
-                worker_id: w,
-                kind: DeviceKind::Cuda,
-                index: w,
-                device: device_string(DeviceKind::Cuda, w),
-                rank: Some(rank_offset + w),
-                local_rank: Some(w),
-                env,
-            });
-        }
-    } else {
-        let (kind, index) = match strategy {
-            Strategy::SingleGpu => (DeviceKind::Cuda, request.gpu_index),
-            _ => (DeviceKind::Cpu, 0),
-        };
-        for w in 0..workers {
-            result.worker_plans.push(WorkerPlan {
-                worker_id: w,
-                kind,
-                index,
-                device: device_string(kind, index),
-                rank: None,
-                local_rank: None,
-                env: vec![("OMP_NUM_THREADS".to_string(), threads.clone())],
-            });
-        }
-    }
-    reason.push_str(&format!(
-        "; {workers} worker{}, {threads} thread{} each",
-        if workers == 1 { "" } else { "s" },
-        if threads == "1" { "" } else { "s" }
-    ));
-    result.reason = reason;
-    Ok(result)
+        *slot = to_c(&plan, worker);
+        Ok(())
+    })
 }
 
-/// The global rank of this node's first worker and the job's world size, from the launcher's
-/// variables (a single-node job of `workers` ranks without a launcher).
-fn place_in_world(workers: u32, launcher: &LauncherEnv) -> Result<(u32, u32)> {
-    let names = match launcher.launcher {
-        Launcher::Slurm => ("SLURM_PROCID", "SLURM_LOCALID", "SLURM_NTASKS"),
-        _ => ("RANK", "LOCAL_RANK", "WORLD_SIZE"),
-    };
-    if let Some(local) = launcher.local_rank {
-        if local >= workers {
-            return Err(Error::InvalidArgument(format!(
-                "{}={local} is out of range for a node of {workers} ranks (0..={}); the launcher \
-                 started more processes on this node than it has GPUs for this plan",
-                names.1,
-                workers - 1
-            )));
-        }
+fn check_size(size: u32) -> Result<()> {
+    let expected = std::mem::size_of::<sda_worker_plan>();
+    if size as usize == expected {
+        Ok(())
+    } else {
+        Err(Error::invalid_argument(format!(
+            "out_plan->struct_size is {size}, expected {expected}: initialise the plan with \
+             sda_worker_plan_default()"
+        )))
     }
-    let offset = match (launcher.rank, launcher.local_rank) {
-        (Some(rank), Some(local)) => rank.checked_sub(local).ok_or_else(|| {
-            Error::InvalidArgument(format!(
-                "{}={rank} is smaller than {}={local}; the launcher's variables contradict each other",
-                names.0, names.1
-            ))
-        })?,
-        (Some(rank), None) => rank,
-        _ => 0,
-    };
-    let world = launcher.world_size.unwrap_or(offset + workers);
-    if offset + workers > world {
-        return Err(Error::InvalidArgument(format!(
-            "this node's ranks {offset}..={} do not fit the world of {}={world} ranks; check the \
-             launcher's variables or the number of workers",
-            offset + workers - 1,
-            names.2
-        )));
-    }
-    Ok((offset, world))
 }

@@ -1,127 +1,86 @@
-//! The built-in workload: the seeds' benchmark, a conv1d over one second of 48 kHz mono audio per
-//! sample with 16 output channels, kernel 1024 and padding 512. Guarded runs, examples and the batch
-//! probe use it as real torch work of a known shape.
+//! The built-in workload, for hosts and tests that want real torch work of a known shape.
 
-use crate::context::Context;
-use crate::error::{Error, Result};
-use sda_backend_abi as abi;
+use crate::context::{context_of, sda_context};
+use crate::guard;
+use crate::status::Status;
+use sda_core::error::{Error, Result};
+use sda_core::workload::Workload;
 
-/// Shape of the built-in conv1d workload.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Workload {
-    /// Input channels per sample (1 = mono).
+/// Shape of the built-in workload (the seeds' benchmark): conv1d over `[batch, channels,
+/// sample_length]` fp32. Get it from `sda_workload_default()`, then change fields.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct sda_workload {
+    /// `sizeof(sda_workload)` as the caller was compiled; set by `sda_workload_default()`.
+    pub struct_size: u32,
+    /// Input channels per sample (default 1, mono).
     pub channels: u32,
-    /// Samples per channel (48000 = one second at 48 kHz).
+    /// Samples per channel (default 48000: one second at 48 kHz).
     pub sample_length: u32,
-    /// Filters of the convolution.
+    /// Filters of the convolution (default 16).
     pub out_channels: u32,
-    /// Kernel width.
+    /// Kernel width (default 1024).
     pub kernel_size: u32,
-    /// Zero padding on each side.
+    /// Zero padding on each side (default 512).
     pub padding: u32,
-    /// Also run a backward pass (training memory) instead of inference only.
+    /// Also run a backward pass, as training does (default false: inference).
     pub with_backward: bool,
 }
 
-impl Default for Workload {
-    fn default() -> Workload {
-        Workload {
-            channels: 1,
-            sample_length: 48_000,
-            out_channels: 16,
-            kernel_size: 1024,
-            padding: 512,
-            with_backward: false,
-        }
+/// The seeds' workload: 1 × 48000 input, 16 filters of 1024, padding 512, forward only.
+///
+/// Thread safety: [thread-safe], [audio-thread].
+#[no_mangle]
+pub extern "C" fn sda_workload_default() -> sda_workload {
+    let d = Workload::default();
+    sda_workload {
+        struct_size: std::mem::size_of::<sda_workload>() as u32,
+        channels: d.channels,
+        sample_length: d.sample_length,
+        out_channels: d.out_channels,
+        kernel_size: d.kernel_size,
+        padding: d.padding,
+        with_backward: d.with_backward,
     }
 }
 
-impl Workload {
-    /// Rejects shapes the convolution cannot run, naming the field.
-    pub fn validate(&self) -> Result<()> {
-        for (name, value) in [
-            ("channels", self.channels),
-            ("sample_length", self.sample_length),
-            ("out_channels", self.out_channels),
-            ("kernel_size", self.kernel_size),
-        ] {
-            if value == 0 {
-                return Err(Error::InvalidArgument(format!(
-                    "workload {name} must be at least 1"
-                )));
-            }
-        }
-        let padded = u64::from(self.sample_length) + 2 * u64::from(self.padding);
-        if u64::from(self.kernel_size) > padded {
-            return Err(Error::InvalidArgument(format!(
-                "workload kernel_size {} is longer than the padded input ({padded} samples)",
-                self.kernel_size
-            )));
-        }
-        Ok(())
+/// Reads a workload pointer (NULL = the default).
+pub(crate) fn read_workload(workload: *const sda_workload) -> Result<Workload> {
+    // SAFETY: a non-null pointer must point to a workload from sda_workload_default().
+    let Some(w) = (unsafe { workload.as_ref() }) else {
+        return Ok(Workload::default());
+    };
+    if w.struct_size as usize != std::mem::size_of::<sda_workload>() {
+        return Err(Error::invalid_argument(format!(
+            "workload->struct_size is {}, expected {}: initialise it with sda_workload_default()",
+            w.struct_size,
+            std::mem::size_of::<sda_workload>()
+        )));
     }
-
-    /// Runs the workload once with `batch` samples on the context's selected device (loads the torch
-    /// backend if needed). An allocation failure is [`Error::OutOfMemory`] with libtorch's message.
-    pub fn run(&self, context: &Context, batch: u32) -> Result<()> {
-        self.validate()?;
-        if batch == 0 {
-            return Err(Error::InvalidArgument("batch must be at least 1".into()));
-        }
-        let selected = context.selected()?;
-        let backend = context.load_backend()?;
-        let spec = abi::Conv1dWorkload {
-            in_channels: self.channels,
-            sample_length: self.sample_length,
-            out_channels: self.out_channels,
-            kernel_size: self.kernel_size,
-            padding: self.padding,
-            with_backward: u8::from(self.with_backward),
-        };
-        backend.run_conv1d(
-            selected.selection.kind,
-            selected.selection.index,
-            &spec,
-            batch,
-        )
-    }
+    Ok(Workload {
+        channels: w.channels,
+        sample_length: w.sample_length,
+        out_channels: w.out_channels,
+        kernel_size: w.kernel_size,
+        padding: w.padding,
+        with_backward: w.with_backward,
+    })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn default_is_the_seeds_benchmark_and_valid() {
-        let w = Workload::default();
-        assert_eq!(
-            (w.sample_length, w.out_channels, w.kernel_size, w.padding),
-            (48_000, 16, 1024, 512)
-        );
-        w.validate().unwrap();
-    }
-
-    #[test]
-    fn impossible_shapes_name_the_field() {
-        let zero = Workload {
-            out_channels: 0,
-            ..Workload::default()
-        };
-        assert!(zero
-            .validate()
-            .unwrap_err()
-            .message()
-            .contains("out_channels"));
-        let long = Workload {
-            sample_length: 10,
-            padding: 0,
-            kernel_size: 11,
-            ..Workload::default()
-        };
-        assert!(long
-            .validate()
-            .unwrap_err()
-            .message()
-            .contains("kernel_size"));
-    }
+/// Runs the built-in workload once with `batch` samples on the context's selected device (`workload`
+/// NULL = the default). Loads the torch backend if needed. A real allocation failure returns
+/// `SDA_ERR_OUT_OF_MEMORY` with libtorch's message in `sda_last_error_message()` — inside an
+/// `sda_guarded_run` callback, return that status and the guard picks up the message.
+///
+/// Thread safety: [thread-safe]; [main-thread] (heavy: it computes).
+#[no_mangle]
+pub extern "C" fn sda_run_workload(
+    context: *const sda_context,
+    workload: *const sda_workload,
+    batch: u32,
+) -> Status {
+    guard(|| {
+        let context = context_of(context)?;
+        read_workload(workload)?.run(&context, batch)
+    })
 }

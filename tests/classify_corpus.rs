@@ -7,10 +7,10 @@
 //! against (`scripts/provision.sh`); the others are the wording of the producers' sources and of
 //! the reports users post (GPU texts cannot be captured on a machine without the GPU).
 
-use sda::classify::{classify_error, failed_allocation_bytes};
-use sda::error::Status;
-use sda::ffi::classify::sda_classify_error;
-use sda::ffi::status::sda_last_error_message;
+use sda::classify::sda_classify_error;
+use sda::status::sda_last_error_message;
+use sda::status::Status;
+use sda_core::classify::{classify_error, failed_allocation_bytes};
 use std::ffi::{CStr, CString};
 
 /// Out-of-memory texts: (producer, text).
@@ -371,7 +371,11 @@ fn every_other_text_is_a_torch_error() {
 #[test]
 fn the_c_abi_and_the_core_agree() {
     for (_, text) in OOM.iter().chain(NOT_OOM) {
-        assert_eq!(classify_c(text), classify_error(text), "{text}");
+        assert_eq!(
+            classify_c(text),
+            Status::from(classify_error(text)),
+            "{text}"
+        );
     }
 }
 

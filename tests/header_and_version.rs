@@ -47,14 +47,14 @@ fn version_macros_match_cargo_toml_and_the_library() {
     assert_eq!(macro_value(&header, "SDA_VERSION_MINOR"), parts[1]);
     assert_eq!(macro_value(&header, "SDA_VERSION_PATCH"), parts[2]);
     assert_eq!(macro_value(&header, "SDA_VERSION_STRING"), version);
-    let runtime = unsafe { CStr::from_ptr(sda::ffi::status::sda_version()) };
+    let runtime = unsafe { CStr::from_ptr(sda::status::sda_version()) };
     assert_eq!(runtime.to_str().unwrap(), version);
 }
 
 #[test]
 fn header_declares_every_status_with_its_code() {
     let header = committed();
-    for s in sda::error::Status::ALL {
+    for s in sda::status::Status::ALL {
         let line = format!("{} = {},", s.name(), *s as i32);
         assert!(header.contains(&line), "header lacks `{line}`");
     }

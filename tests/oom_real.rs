@@ -2,15 +2,15 @@
 //! space is limited with `setrlimit(RLIMIT_AS, start + budget)`, so libtorch's CPU allocator really
 //! fails. Everything goes through the C ABI, as a host would call it.
 
-use sda::error::Status;
-use sda::ffi::config::{sda_config_free, sda_config_new};
-use sda::ffi::context::{sda_context, sda_context_free, sda_context_new};
-use sda::ffi::device::{sda_select_device, sda_selection};
-use sda::ffi::guarded_run::{
+use sda::config::{sda_config_free, sda_config_new};
+use sda::context::{sda_context, sda_context_free, sda_context_new};
+use sda::device::{sda_select_device, sda_selection};
+use sda::guarded_run::{
     sda_guard_options_default, sda_guarded_run, sda_guarded_run_batched, sda_run_report,
     sda_run_report_default,
 };
-use sda::ffi::workload::{sda_run_workload, sda_workload, sda_workload_default};
+use sda::status::Status;
+use sda::workload::{sda_run_workload, sda_workload, sda_workload_default};
 use std::ffi::{c_void, CStr};
 use std::process::Command;
 
@@ -138,7 +138,7 @@ fn child() {
         report.memory_after, report.memory_before,
         "recovery released the attempt"
     );
-    let message = unsafe { CStr::from_ptr(sda::ffi::status::sda_last_error_message()) };
+    let message = unsafe { CStr::from_ptr(sda::status::sda_last_error_message()) };
     assert_eq!(
         message.to_string_lossy(),
         text,

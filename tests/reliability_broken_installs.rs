@@ -19,21 +19,21 @@
 mod reliability_support;
 
 use reliability_support::{self as rs};
-use sda::error::Status;
-use sda::ffi::backend::{sda_backend_details, sda_backend_info, sda_backend_load};
-use sda::ffi::config::{
+use sda::backend::{sda_backend_details, sda_backend_info, sda_backend_load};
+use sda::config::{
     sda_config_free, sda_config_get, sda_config_new, sda_config_save, sda_config_set,
 };
-use sda::ffi::context::{sda_context_free, sda_context_new};
-use sda::ffi::device::{
+use sda::context::{sda_context_free, sda_context_new};
+use sda::device::{
     sda_device_details, sda_device_info, sda_list_devices, sda_select_device, sda_selection,
 };
-use sda::ffi::guarded_run::{sda_guarded_run, sda_run_report_default};
-use sda::ffi::memory::{sda_memory_figures, sda_memory_info};
-use sda::ffi::report::sda_report;
-use sda::ffi::status::sda_last_error_message;
-use sda::ffi::validate::{sda_problem, sda_validate_environment};
-use sda::ffi::workload::sda_run_workload;
+use sda::guarded_run::{sda_guarded_run, sda_run_report_default};
+use sda::memory::{sda_memory_figures, sda_memory_info};
+use sda::report::sda_report;
+use sda::status::sda_last_error_message;
+use sda::status::Status;
+use sda::validate::{sda_problem, sda_validate_environment};
+use sda::workload::sda_run_workload;
 use std::ffi::{c_void, CStr, CString};
 use std::path::{Path, PathBuf};
 use std::time::Duration;

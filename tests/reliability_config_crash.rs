@@ -16,9 +16,9 @@
 mod reliability_support;
 
 use reliability_support::{self as rs, Rng};
-use sda::config::Config;
-use sda::error::Status;
-use sda::ffi::config::{sda_config_free, sda_config_load, sda_config_save};
+use sda::config::{sda_config_free, sda_config_load, sda_config_save};
+use sda::status::Status;
+use sda_core::config::Config;
 use std::ffi::CString;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

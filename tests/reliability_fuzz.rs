@@ -24,37 +24,35 @@
 mod reliability_support;
 
 use reliability_support::{self as rs, Rng};
-use sda::error::Status;
-use sda::ffi::backend::{sda_backend_details, sda_backend_info, sda_backend_load};
-use sda::ffi::classify::sda_classify_error;
-use sda::ffi::config::{
+use sda::backend::{sda_backend_details, sda_backend_info, sda_backend_load};
+use sda::classify::sda_classify_error;
+use sda::config::{
     sda_config, sda_config_free, sda_config_get, sda_config_load, sda_config_load_str,
     sda_config_new, sda_config_save, sda_config_set, sda_config_to_string,
 };
-use sda::ffi::context::{sda_context, sda_context_free, sda_context_new};
-use sda::ffi::device::{
+use sda::context::{sda_context, sda_context_free, sda_context_new};
+use sda::device::{
     sda_device_details, sda_device_info, sda_device_kind_str, sda_list_devices, sda_select_device,
     sda_selection,
 };
-use sda::ffi::guarded_run::{
+use sda::guarded_run::{
     sda_guard_options, sda_guard_options_default, sda_guarded_run, sda_guarded_run_batched,
     sda_run_report, sda_run_report_default,
 };
-use sda::ffi::log::sda_set_log_callback;
-use sda::ffi::memory::{sda_clear_cache, sda_memory_figures, sda_memory_info, sda_reset_peak};
-use sda::ffi::plan::{sda_plan_workers, sda_worker_plan_default};
-use sda::ffi::probe::{
+use sda::log::sda_log_level;
+use sda::log::sda_set_log_callback;
+use sda::memory::{sda_clear_cache, sda_memory_figures, sda_memory_info, sda_reset_peak};
+use sda::plan::{sda_plan_workers, sda_worker_plan_default};
+use sda::probe::{
     sda_probe_batch, sda_probe_options_default, sda_probe_progress, sda_probe_result_default,
 };
-use sda::ffi::recommend::{sda_recommend, sda_recommendation_default};
-use sda::ffi::report::{sda_report, sda_report_json};
-use sda::ffi::status::{
-    sda_last_error_message, sda_set_error_message, sda_status_str, sda_version,
-};
-use sda::ffi::test_hooks::sda_debug_force_panic;
-use sda::ffi::validate::{sda_problem, sda_severity_str, sda_validate_environment};
-use sda::ffi::workload::{sda_run_workload, sda_workload, sda_workload_default};
-use sda::log::Level;
+use sda::recommend::{sda_recommend, sda_recommendation_default};
+use sda::report::{sda_report, sda_report_json};
+use sda::status::Status;
+use sda::status::{sda_last_error_message, sda_set_error_message, sda_status_str, sda_version};
+use sda::test_hooks::sda_debug_force_panic;
+use sda::validate::{sda_problem, sda_severity_str, sda_validate_environment};
+use sda::workload::{sda_run_workload, sda_workload, sda_workload_default};
 use std::collections::BTreeMap;
 use std::ffi::{c_void, CStr, CString};
 use std::os::raw::c_char;
@@ -1538,7 +1536,7 @@ impl Fuzz {
         report.struct_size = self.struct_size(report.struct_size);
         let use_report = self.rng.chance(3, 4);
         let mut work = Nested::new(self, context);
-        let callback: sda::ffi::guarded_run::sda_work_callback = match self.rng.below(8) {
+        let callback: sda::guarded_run::sda_work_callback = match self.rng.below(8) {
             0 => None,
             1..=3 => Some(work_returning),
             _ => Some(work_nested),
@@ -1590,7 +1588,7 @@ impl Fuzz {
             other: *self.rng.pick(&[0, 11, 12, 99, -3]),
             calls: 0,
         };
-        let callback: sda::ffi::guarded_run::sda_batch_callback = if self.rng.chance(1, 10) {
+        let callback: sda::guarded_run::sda_batch_callback = if self.rng.chance(1, 10) {
             None
         } else {
             Some(batch_work)
@@ -1627,7 +1625,7 @@ impl Fuzz {
     }
 
     fn log_callback(&mut self) {
-        let cb: sda::ffi::log::sda_log_callback = if self.rng.chance(1, 2) {
+        let cb: sda::log::sda_log_callback = if self.rng.chance(1, 2) {
             None
         } else {
             Some(log_sink)
@@ -2093,7 +2091,11 @@ unsafe extern "C" fn probe_progress(user_data: *mut c_void, p: *const sda_probe_
     w.progress_calls < w.cancel_after
 }
 
-unsafe extern "C" fn log_sink(_user_data: *mut c_void, _level: Level, message: *const c_char) {
+unsafe extern "C" fn log_sink(
+    _user_data: *mut c_void,
+    _level: sda_log_level,
+    message: *const c_char,
+) {
     assert!(!message.is_null());
     let _ = CStr::from_ptr(message).to_bytes().len();
     LOGGED.fetch_add(1, Ordering::Relaxed);

@@ -20,18 +20,18 @@
 mod reliability_support;
 
 use reliability_support::{self as rs, Rng, MIB};
-use sda::error::Status;
-use sda::ffi::config::{sda_config_free, sda_config_new};
-use sda::ffi::context::{sda_context, sda_context_free, sda_context_new};
-use sda::ffi::device::{sda_select_device, sda_selection};
-use sda::ffi::guarded_run::{
+use sda::config::{sda_config_free, sda_config_new};
+use sda::context::{sda_context, sda_context_free, sda_context_new};
+use sda::device::{sda_select_device, sda_selection};
+use sda::guarded_run::{
     sda_guard_options_default, sda_guarded_run, sda_guarded_run_batched, sda_run_report_default,
 };
-use sda::ffi::memory::sda_clear_cache;
-use sda::ffi::probe::{sda_probe_batch, sda_probe_options_default, sda_probe_result_default};
-use sda::ffi::status::sda_last_error_message;
-use sda::ffi::workload::{sda_run_workload, sda_workload, sda_workload_default};
-use sda::probe::StopReason;
+use sda::memory::sda_clear_cache;
+use sda::probe::sda_probe_stop;
+use sda::probe::{sda_probe_batch, sda_probe_options_default, sda_probe_result_default};
+use sda::status::sda_last_error_message;
+use sda::status::Status;
+use sda::workload::{sda_run_workload, sda_workload, sda_workload_default};
 use std::ffi::{c_void, CStr};
 use std::time::{Duration, Instant};
 
@@ -207,7 +207,7 @@ fn child() {
                     "every OOM counted by the probe"
                 );
                 if result.max_batch == 0 {
-                    assert_eq!(result.stop, StopReason::OutOfMemory);
+                    assert_eq!(result.stop, sda_probe_stop::OutOfMemory);
                 }
                 tally.probes += 1;
                 tally.via_probe += ooms;

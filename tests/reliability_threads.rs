@@ -17,18 +17,16 @@
 mod reliability_support;
 
 use reliability_support::{self as rs, Rng};
-use sda::error::Status;
-use sda::ffi::classify::sda_classify_error;
-use sda::ffi::config::{
-    sda_config, sda_config_free, sda_config_get, sda_config_new, sda_config_set,
-};
-use sda::ffi::context::{sda_context, sda_context_free, sda_context_new};
-use sda::ffi::device::{sda_device_details, sda_device_info, sda_select_device, sda_selection};
-use sda::ffi::guarded_run::{
+use sda::classify::sda_classify_error;
+use sda::config::{sda_config, sda_config_free, sda_config_get, sda_config_new, sda_config_set};
+use sda::context::{sda_context, sda_context_free, sda_context_new};
+use sda::device::{sda_device_details, sda_device_info, sda_select_device, sda_selection};
+use sda::guarded_run::{
     sda_guard_options_default, sda_guarded_run, sda_guarded_run_batched, sda_run_report_default,
 };
-use sda::ffi::memory::{sda_memory_figures, sda_memory_info};
-use sda::ffi::status::{sda_last_error_message, sda_set_error_message};
+use sda::memory::{sda_memory_figures, sda_memory_info};
+use sda::status::Status;
+use sda::status::{sda_last_error_message, sda_set_error_message};
 use std::ffi::{c_void, CStr, CString};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

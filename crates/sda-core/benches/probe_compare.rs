@@ -1,0 +1,233 @@
+//! Batch-size finders compared on the same workload, budgets and machine, in one run:
+//! libsda's probe, the seeds' binary search over 1..256, and a Lightning-style doubling + bisection.
+//!
+//!   cargo bench -p sda --bench probe_compare        (or `make bench`)
+//!
+//! Each (method, budget) runs in a child process whose address space is limited to what it holds after
+//! warming up plus the budget (`setrlimit(RLIMIT_AS)`), so failures are real libtorch allocation
+//! failures. The true maximum under each limit is searched in its own child by running the workload.
+//! Prints a Markdown table: runs, out-of-memory runs, wall time, the batch found and its accuracy.
+
+use sda_core::config::Config;
+use sda_core::context::Context;
+use sda_core::probe::{self, ProbeOptions};
+use sda_core::workload::Workload;
+use std::process::Command;
+use std::time::Instant;
+
+const MIB: u64 = 1 << 20;
+const BUDGETS_MIB: [u64; 3] = [512, 1024, 2048];
+
+fn vm_size() -> u64 {
+    let text = std::fs::read_to_string("/proc/self/statm").expect("statm");
+    let pages: u64 = text
+        .split_whitespace()
+        .next()
+        .unwrap_or("0")
+        .parse()
+        .unwrap_or(0);
+    pages * unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64
+}
+
+/// A context on the CPU, warmed up, then limited to `budget` more bytes of address space.
+fn limited_context(budget: u64) -> Context {
+    let ctx = Context::new(Config::default());
+    ctx.select(Some("cpu")).expect("cpu");
+    for b in [4, 16] {
+        Workload::default().run(&ctx, b).expect("warm-up");
+    }
+    let limit = libc::rlimit {
+        rlim_cur: vm_size() + budget,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_AS, &limit) }, 0);
+    ctx
+}
+
+/// Counts runs and out-of-memory runs of the workload.
+struct Runs<'a> {
+    ctx: &'a Context,
+    runs: u32,
+    ooms: u32,
+}
+
+impl Runs<'_> {
+    fn fits(&mut self, batch: u32) -> bool {
+        self.runs += 1;
+        match Workload::default().run(self.ctx, batch) {
+            Ok(()) => true,
+            Err(e) if e.is_out_of_memory() => {
+                self.ooms += 1;
+                false
+            }
+            Err(e) => panic!("batch {batch}: {e}"),
+        }
+    }
+}
+
+/// The seeds' benchmark: binary search over 1..256 for the largest batch that does not fail.
+fn seeds_bisect(r: &mut Runs) -> u32 {
+    let (mut lo, mut hi, mut best) = (1u32, 256u32, 0u32);
+    while lo <= hi {
+        let mid = (lo + hi) / 2;
+        if r.fits(mid) {
+            best = mid;
+            lo = mid + 1;
+        } else {
+            hi = mid - 1;
+        }
+    }
+    best
+}
+
+/// Lightning's BatchSizeFinder in "binsearch" mode: double from 2 until a failure, then bisect
+/// between the last success and the failure (one run per trial here; Lightning runs 3 steps each).
+fn lightning_binsearch(r: &mut Runs) -> u32 {
+    let mut size = 2u32;
+    let mut low = 1u32;
+    loop {
+        if r.fits(size) {
+            low = size;
+            size *= 2;
+        } else {
+            break;
+        }
+    }
+    let mut high = size;
+    while high - low > 1 {
+        let mid = (low + high) / 2;
+        if r.fits(mid) {
+            low = mid;
+        } else {
+            high = mid;
+        }
+    }
+    low
+}
+
+/// The true maximum under the limit: grow by 10 % from a probe's answer until a failure, then bisect.
+fn true_max(r: &mut Runs, budget: u64) -> u32 {
+    let start = probe::probe(
+        r.ctx,
+        ProbeOptions {
+            budget_bytes: budget,
+            ..ProbeOptions::default()
+        },
+    )
+    .map(|p| p.max_batch.max(1))
+    .unwrap_or(1);
+    let (mut good, mut bad) = (0u32, start);
+    if r.fits(start) {
+        good = start;
+        loop {
+            bad = (bad + bad / 10).max(bad + 1);
+            if !r.fits(bad) {
+                break;
+            }
+            good = bad;
+        }
+    }
+    while bad - good > 1 {
+        let mid = good + (bad - good) / 2;
+        if r.fits(mid) {
+            good = mid;
+        } else {
+            bad = mid;
+        }
+    }
+    good
+}
+
+fn child(method: &str, budget: u64) {
+    let ctx = limited_context(budget);
+    let mut r = Runs {
+        ctx: &ctx,
+        runs: 0,
+        ooms: 0,
+    };
+    let start = Instant::now();
+    let found = match method {
+        "libsda" => {
+            let p = probe::probe(
+                &ctx,
+                ProbeOptions {
+                    budget_bytes: budget,
+                    ..ProbeOptions::default()
+                },
+            )
+            .expect("probe");
+            r.runs = p.runs;
+            r.ooms = p.oom_runs;
+            p.max_batch
+        }
+        "seeds" => seeds_bisect(&mut r),
+        "lightning" => lightning_binsearch(&mut r),
+        "true" => true_max(&mut r, budget),
+        other => panic!("unknown method {other}"),
+    };
+    println!(
+        "ROW {method} {} {found} {} {} {:.2}",
+        budget / MIB,
+        r.runs,
+        r.ooms,
+        start.elapsed().as_secs_f64()
+    );
+}
+
+fn spawn(method: &str, budget_mib: u64) -> (u32, u32, u32, f64) {
+    let out = Command::new(std::env::current_exe().expect("exe"))
+        .env("SDA_COMPARE_CHILD", format!("{method}:{budget_mib}"))
+        // One heap arena: RLIMIT_AS counts the 64 MiB a new thread arena reserves (tests/probe_real.rs).
+        .env("MALLOC_ARENA_MAX", "1")
+        .output()
+        .expect("child runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let row = stdout
+        .lines()
+        .find(|l| l.starts_with("ROW"))
+        .unwrap_or_else(|| {
+            panic!(
+                "{method} {budget_mib}: {stdout} {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
+        .to_string();
+    let f: Vec<&str> = row.split_whitespace().collect();
+    (
+        f[3].parse().expect("found"),
+        f[4].parse().expect("runs"),
+        f[5].parse().expect("ooms"),
+        f[6].parse().expect("seconds"),
+    )
+}
+
+fn main() {
+    if let Ok(spec) = std::env::var("SDA_COMPARE_CHILD") {
+        let (method, budget) = spec.split_once(':').expect("method:budget");
+        child(method, budget.parse::<u64>().expect("budget") * MIB);
+        return;
+    }
+    println!("Workload: conv1d, 16 filters of 1024, padding 512, over [batch, 1, 48000] fp32 (the seeds').");
+    println!(
+        "Each cell: one child process under RLIMIT_AS = its size after warm-up + the budget.\n"
+    );
+    println!(
+        "| budget | true max | method | batch found | accuracy | runs | OOM runs | wall (s) |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    for budget in BUDGETS_MIB {
+        let (truth, ..) = spawn("true", budget);
+        for (method, name) in [
+            ("libsda", "libsda probe (fit + verify)"),
+            ("seeds", "seeds: bisect 1..256"),
+            ("lightning", "Lightning-style: double + bisect"),
+        ] {
+            let (found, runs, ooms, secs) = spawn(method, budget);
+            println!(
+                "| {budget} MiB | {truth} | {name} | {found} | {:.2} | {runs} | {ooms} | {secs:.1} |",
+                f64::from(found) / f64::from(truth.max(1))
+            );
+        }
+    }
+    println!("\nThe seeds' CPU path does not search at all: it returns a fixed 32 on every CPU.");
+}

@@ -1,0 +1,687 @@
+//! Finds, loads and talks to the torch backend module (`libsda_torch.so`): the only place in the core
+//! that knows the backend is a shared object.
+//!
+//! Loading libtorch costs a host about 250 ms and 120 MB, and a broken libtorch install must be an error
+//! message rather than a plugin that fails to load. So the core never links libtorch; the first call that
+//! needs torch (or an explicit [`load`]) `dlopen`s the module, checks the ABI version of its table and the
+//! libtorch it resolved, and keeps it for the life of the process (libtorch cannot be unloaded safely).
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::log;
+use crate::preference::DeviceKind;
+use sda_backend_abi as abi;
+use std::collections::BTreeMap;
+use std::os::raw::c_char;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+
+/// File name of the backend module on this platform.
+pub const MODULE_FILE_NAME: &str = "libsda_torch.so";
+
+/// Environment variable that names the backend module explicitly (a file path).
+pub const BACKEND_ENV: &str = "SDA_BACKEND";
+
+/// What a loaded backend reports about itself and its libtorch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackendInfo {
+    /// Path the module was loaded from.
+    pub module_path: PathBuf,
+    /// libtorch version the module was compiled against (e.g. `2.13.0`).
+    pub built_libtorch_version: String,
+    /// libtorch `lib/` directory the module was compiled against (its rpath).
+    pub built_libtorch_dir: PathBuf,
+    /// Path of the `libtorch_cpu.so` actually mapped into the process.
+    pub loaded_libtorch_path: PathBuf,
+    /// Version of the mapped libtorch, read from the `version.py` or `build-version` file beside it,
+    /// when one exists.
+    pub loaded_libtorch_version: Option<String>,
+    /// CUDA version the mapped libtorch was built for (`13.0`), when it is a CUDA build and says so.
+    pub libtorch_cuda_version: Option<String>,
+    /// Whether the mapped libtorch ships `libtorch_cuda.so` (a CUDA build).
+    pub cuda_build: bool,
+}
+
+/// A loaded backend module. Lives for the rest of the process once loaded.
+pub struct Backend {
+    api: &'static abi::BackendApi,
+    info: BackendInfo,
+    cuda: Mutex<Option<Result<()>>>,
+    // Keeps the module mapped; never dropped because the value is leaked.
+    _library: libloading::Library,
+}
+
+/// The loaded backend, set once; read without a lock because guarded runs ask on every call.
+static LOADED: OnceLock<&'static Backend> = OnceLock::new();
+/// Serialises loading, so that two threads never `dlopen` and initialise libtorch at once.
+static LOADING: Mutex<()> = Mutex::new(());
+
+/// The backend if some earlier call loaded it; never loads it. Code that only wants torch figures when
+/// torch is already in the process (e.g. CPU memory statistics) uses this.
+pub fn loaded() -> Option<&'static Backend> {
+    LOADED.get().copied()
+}
+
+/// What became of one `[environment]` entry of the configuration when the backend was loaded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EnvOutcome {
+    /// libsda set the variable (it was not set in the process).
+    Applied,
+    /// The process already had the variable with the same value.
+    AlreadySet,
+    /// The process already had the variable with another value, which was kept: the environment the
+    /// user or launcher started the process with wins over the file.
+    ProcessValueKept,
+}
+
+impl EnvOutcome {
+    /// `applied`, `already_set` or `process_value_kept`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EnvOutcome::Applied => "applied",
+            EnvOutcome::AlreadySet => "already_set",
+            EnvOutcome::ProcessValueKept => "process_value_kept",
+        }
+    }
+}
+
+/// One `[environment]` entry and what loading the backend did with it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EnvApplication {
+    /// Variable name.
+    pub name: String,
+    /// The configuration's value.
+    pub value: String,
+    /// What happened.
+    pub outcome: EnvOutcome,
+    /// The process's own value when it was kept.
+    pub process_value: Option<String>,
+}
+
+/// Decides what to do with each `[environment]` entry, given the process environment seen through
+/// `lookup`: set only the names that are not set yet. Pure, so that tests need not touch the process
+/// environment.
+pub fn plan_environment(
+    wanted: &BTreeMap<String, String>,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Vec<EnvApplication> {
+    wanted
+        .iter()
+        .map(|(name, value)| {
+            let (outcome, process_value) = match lookup(name) {
+                None => (EnvOutcome::Applied, None),
+                Some(v) if v == *value => (EnvOutcome::AlreadySet, None),
+                Some(v) => (EnvOutcome::ProcessValueKept, Some(v)),
+            };
+            EnvApplication {
+                name: name.clone(),
+                value: value.clone(),
+                outcome,
+                process_value,
+            }
+        })
+        .collect()
+}
+
+/// What the load that started the backend did with its configuration's `[environment]`.
+static ENVIRONMENT_APPLIED: Mutex<Vec<EnvApplication>> = Mutex::new(Vec::new());
+
+/// The `[environment]` entries of the load that started the backend (or of the last attempt, when
+/// none succeeded), with what happened to each; empty before any attempt, or when the configuration
+/// listed none.
+pub fn environment_applied() -> Vec<EnvApplication> {
+    ENVIRONMENT_APPLIED
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone()
+}
+
+/// Applies `[environment]` to the process right before the backend starts: libtorch and CUDA read
+/// variables such as `PYTORCH_CUDA_ALLOC_CONF` once, when they start, so later is too late.
+///
+/// Only names that are not set yet are set, so the process's own environment (what the user or the
+/// launcher chose) always wins. Setting environment variables is not thread-safe in C: a `getenv` in
+/// another thread at the same moment may read freed memory (glibc). libsda therefore does it only here,
+/// once per process, under the loading lock and just before the `dlopen`, and only when the
+/// configuration lists variables; a host that must never have its environment changed leaves
+/// `[environment]` empty and sets the variables itself before it starts threads.
+fn apply_environment(wanted: &BTreeMap<String, String>) -> Vec<EnvApplication> {
+    let plan = plan_environment(wanted, &|name| {
+        std::env::var_os(name).map(|v| v.to_string_lossy().into_owned())
+    });
+    for entry in &plan {
+        if entry.outcome == EnvOutcome::Applied {
+            std::env::set_var(&entry.name, &entry.value);
+            log::info(&format!(
+                "set {}={} from the configuration's [environment]",
+                entry.name, entry.value
+            ));
+        } else if let Some(kept) = &entry.process_value {
+            log::info(&format!(
+                "kept {}={kept} from the process environment (the configuration says {})",
+                entry.name, entry.value
+            ));
+        }
+    }
+    plan
+}
+
+/// Where the backend module would be loaded from (the first candidate that is a file), without
+/// loading it; the error names every place looked at.
+pub fn find_module(configured: &str) -> Result<PathBuf> {
+    let candidates = candidate_paths(std::env::var_os(BACKEND_ENV).as_deref(), configured);
+    candidates
+        .iter()
+        .find(|p| p.is_file())
+        .cloned()
+        .ok_or_else(|| {
+            let looked: Vec<String> = candidates.iter().map(|p| p.display().to_string()).collect();
+            Error::backend_unavailable(format!(
+            "the torch backend module {MODULE_FILE_NAME} was not found (looked at: {}); install it \
+             beside libsda, or point {BACKEND_ENV} or the config key hardware.backend at it",
+            if looked.is_empty() { "nowhere".to_string() } else { looked.join(", ") }
+        ))
+        })
+}
+
+/// Loads the backend module (once per process) and returns it, without applying any configuration
+/// environment; see [`load_with_environment`].
+pub fn load(configured: &str) -> Result<&'static Backend> {
+    load_with_environment(configured, &BTreeMap::new())
+}
+
+/// Loads the backend module (once per process) and returns it.
+///
+/// `configured` is the config's `hardware.backend` (empty = not set); see [`candidate_paths`] for where
+/// the module is looked for. `environment` is the config's `[environment]`: applied to the process
+/// right before the module is opened (see [`apply_environment`]; [`environment_applied`] reports it).
+/// When the backend is already loaded nothing is applied, and entries that the process does not have
+/// are logged as a warning (they come too late to matter). Failures are not cached, so a host that
+/// fixes its installation can try again.
+pub fn load_with_environment(
+    configured: &str,
+    environment: &BTreeMap<String, String>,
+) -> Result<&'static Backend> {
+    let _loading = LOADING.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(backend) = loaded() {
+        let late: Vec<String> = plan_environment(environment, &|name| std::env::var(name).ok())
+            .into_iter()
+            .filter(|e| e.outcome != EnvOutcome::AlreadySet)
+            .map(|e| e.name)
+            .collect();
+        if !late.is_empty() {
+            log::warn(&format!(
+                "the torch backend was already loaded, so [environment] entries {} of this \
+                 configuration were not applied; libtorch reads them only at start-up",
+                late.join(", ")
+            ));
+        }
+        return Ok(backend);
+    }
+    let path = find_module(configured)?;
+    let mut applied = apply_environment(environment);
+    {
+        let mut record = ENVIRONMENT_APPLIED
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        // After a failed attempt the variables libsda set are "already set" on the retry; they are
+        // still libsda's doing.
+        for entry in &mut applied {
+            let set_before = record
+                .iter()
+                .any(|r| r.name == entry.name && r.outcome == EnvOutcome::Applied);
+            if set_before && entry.outcome == EnvOutcome::AlreadySet {
+                entry.outcome = EnvOutcome::Applied;
+            }
+        }
+        *record = applied;
+    }
+    let backend = open(&path)?;
+    let backend: &'static Backend = Box::leak(Box::new(backend));
+    log::info(&format!(
+        "loaded torch backend {} (libtorch {} from {})",
+        backend.info.module_path.display(),
+        backend
+            .info
+            .loaded_libtorch_version
+            .as_deref()
+            .unwrap_or("of unknown version"),
+        backend.info.loaded_libtorch_path.display()
+    ));
+    Ok(LOADED.get_or_init(|| backend))
+}
+
+/// Where to look for the module. An explicit choice (`$SDA_BACKEND`, else the config's
+/// `hardware.backend`) is the only candidate: a host that named a file must not silently get another.
+/// Without one, the module is looked for beside this library (and, for Rust test binaries in Cargo's
+/// `deps/` directory, one level up).
+fn candidate_paths(env: Option<&std::ffi::OsStr>, configured: &str) -> Vec<PathBuf> {
+    if let Some(env) = env.filter(|e| !e.is_empty()) {
+        return vec![PathBuf::from(env)];
+    }
+    if !configured.trim().is_empty() {
+        return vec![PathBuf::from(configured.trim())];
+    }
+    let mut out = Vec::new();
+    if let Some(dir) = own_directory() {
+        out.push(dir.join(MODULE_FILE_NAME));
+        if dir.file_name().is_some_and(|n| n == "deps") {
+            if let Some(parent) = dir.parent() {
+                out.push(parent.join(MODULE_FILE_NAME));
+            }
+        }
+    }
+    out
+}
+
+/// Directory of the shared object (or executable) that contains this function, found with `dladdr`.
+fn own_directory() -> Option<PathBuf> {
+    let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
+    let here = own_directory as *const libc::c_void;
+    // SAFETY: dladdr only reads the address and writes `info`.
+    if unsafe { libc::dladdr(here, &mut info) } == 0 || info.dli_fname.is_null() {
+        return None;
+    }
+    // SAFETY: dli_fname is a NUL-terminated path owned by the loader.
+    let name = unsafe { std::ffi::CStr::from_ptr(info.dli_fname) };
+    let path = PathBuf::from(std::ffi::OsStr::from_bytes(name.to_bytes()));
+    let path = if path.is_absolute() {
+        path
+    } else {
+        std::fs::canonicalize(&path).ok()?
+    };
+    path.parent().map(Path::to_path_buf)
+}
+
+fn open(path: &Path) -> Result<Backend> {
+    let unavailable = |what: String| Error::backend_unavailable(what);
+    // A file cut short (an interrupted copy or install) would be mapped all the same and kill the
+    // host with SIGBUS on first touch: refuse it with a message instead.
+    let ld_library_path = std::env::var("LD_LIBRARY_PATH").ok();
+    if let Some(cut) = crate::elf::find_truncated(path, ld_library_path.as_deref()) {
+        let what = format!(
+            "{} bytes, but its loadable segments need {} (cut short by an interrupted copy or \
+             install?); it was not loaded, because mapping it would crash the process",
+            cut.size, cut.needed
+        );
+        return Err(unavailable(if cut.path == path {
+            format!(
+                "the torch backend {} is damaged: the file is {what}. Reinstall libsda",
+                path.display()
+            )
+        } else {
+            format!(
+                "the torch backend {} needs {}, which is damaged: the file is {what}. Reinstall \
+                 the package it belongs to (for libtorch: pip install --force-reinstall the torch \
+                 version the backend was built against)",
+                path.display(),
+                cut.path.display()
+            )
+        }));
+    }
+    // SAFETY: loading a library runs its initialisers; the module is ours and libtorch's are what we
+    // came for. RTLD_LOCAL keeps its symbols out of the host's namespace.
+    let library = unsafe {
+        libloading::os::unix::Library::open(Some(path), libc::RTLD_NOW | libc::RTLD_LOCAL)
+    }
+    .map_err(|e| {
+        // Where the module looks for libtorch, so that "install it where the module was built to
+        // find it" names a place.
+        let dirs: Vec<String> = crate::elf::search_dirs(path)
+            .iter()
+            .map(|d| {
+                let missing = if d.is_dir() { "" } else { " (missing)" };
+                format!("{}{missing}", d.display())
+            })
+            .collect();
+        let looks_in = if dirs.is_empty() {
+            String::new()
+        } else {
+            format!(" (it looks in {})", dirs.join(", "))
+        };
+        unavailable(format!(
+            "could not load the torch backend {}: {e}. If a libtorch library is named, install \
+             torch==2.13.0 where the module was built to find it{looks_in} (or rebuild libsda \
+             against your libtorch); if the file itself is damaged, reinstall libsda",
+            path.display()
+        ))
+    })?;
+    let library = libloading::Library::from(library);
+    // SAFETY: the symbol's type is fixed by the ABI crate both sides are built from.
+    let entry: abi::EntryFn = unsafe { library.get::<abi::EntryFn>(abi::ENTRY_SYMBOL) }
+        .map(|s| *s)
+        .map_err(|e| {
+            unavailable(format!(
+                "{} is not a libsda torch backend ({e}); reinstall libsda so that the module \
+                 matches the core",
+                path.display()
+            ))
+        })?;
+    // SAFETY: the entry point takes a plain integer and returns a pointer to static data or NULL.
+    let api = unsafe { entry(abi::ABI_VERSION) };
+    if api.is_null() {
+        return Err(unavailable(format!(
+            "the torch backend {} does not speak backend ABI version {} that this libsda needs; \
+             install the libsda_torch module that came with this libsda",
+            path.display(),
+            abi::ABI_VERSION
+        )));
+    }
+    // SAFETY: non-null pointers from the entry point refer to a static table.
+    let api: &'static abi::BackendApi = unsafe { &*api };
+    if api.abi_version != abi::ABI_VERSION
+        || api.size as usize != std::mem::size_of::<abi::BackendApi>()
+    {
+        return Err(unavailable(format!(
+            "the torch backend {} has table version {} of {} bytes, this libsda expects version {} \
+             of {} bytes; install matching versions",
+            path.display(),
+            api.abi_version,
+            api.size,
+            abi::ABI_VERSION,
+            std::mem::size_of::<abi::BackendApi>()
+        )));
+    }
+    let mut facts: abi::BackendFacts = unsafe { std::mem::zeroed() };
+    call(|err, cap| unsafe { (api.facts)(&mut facts, err, cap) })?;
+    let info = describe(path, &facts);
+    check_libtorch_version(&info)?;
+    Ok(Backend {
+        api,
+        info,
+        cuda: Mutex::new(None),
+        _library: library,
+    })
+}
+
+fn describe(path: &Path, facts: &abi::BackendFacts) -> BackendInfo {
+    let loaded = PathBuf::from(abi::read_fixed(&facts.loaded_libtorch_path));
+    let (version, cuda) = read_libtorch_version(&loaded);
+    BackendInfo {
+        module_path: path.to_path_buf(),
+        built_libtorch_version: abi::read_fixed(&facts.built_libtorch_version),
+        built_libtorch_dir: PathBuf::from(abi::read_fixed(&facts.built_libtorch_dir)),
+        loaded_libtorch_path: loaded,
+        loaded_libtorch_version: version,
+        libtorch_cuda_version: cuda,
+        cuda_build: facts.cuda_build != 0,
+    }
+}
+
+/// Reads the version of the libtorch at `libtorch_cpu` from the files its distributions put beside it:
+/// PyPI wheels have `torch/version.py` (`__version__ = '2.13.0+cu130'`, `cuda = '13.0'`), the C++ zip
+/// has `libtorch/build-version`. Returns (version without local suffix, CUDA version).
+pub fn read_libtorch_version(libtorch_cpu: &Path) -> (Option<String>, Option<String>) {
+    let Some(root) = libtorch_cpu.parent().and_then(Path::parent) else {
+        return (None, None);
+    };
+    if let Ok(text) = std::fs::read_to_string(root.join("version.py")) {
+        return parse_version_py(&text);
+    }
+    if let Ok(text) = std::fs::read_to_string(root.join("build-version")) {
+        let v = text.trim();
+        let base = v.split('+').next().unwrap_or(v).to_string();
+        return ((!base.is_empty()).then_some(base), None);
+    }
+    (None, None)
+}
+
+/// Parses `__version__` and `cuda` out of a torch `version.py`.
+pub fn parse_version_py(text: &str) -> (Option<String>, Option<String>) {
+    let value = |key: &str| -> Option<String> {
+        text.lines().find_map(|line| {
+            let (k, v) = line.split_once('=')?;
+            // `cuda: Optional[str] = '13.0'` is an annotated assignment: the name ends at ':'.
+            let name = k.split(':').next().unwrap_or(k).trim();
+            (name == key).then(|| {
+                let v = v.trim();
+                v.trim_matches(|c| c == '\'' || c == '"').to_string()
+            })
+        })
+    };
+    let version = value("__version__").map(|v| v.split('+').next().unwrap_or(&v).to_string());
+    let cuda = value("cuda").filter(|c| c != "None" && !c.is_empty());
+    (version, cuda)
+}
+
+fn check_libtorch_version(info: &BackendInfo) -> Result<()> {
+    match &info.loaded_libtorch_version {
+        Some(loaded) if *loaded != info.built_libtorch_version => {
+            Err(Error::libtorch_version_mismatch(format!(
+            "the torch backend {} was built against libtorch {} but the process loaded libtorch {} from \
+             {}; install torch=={} (or rebuild libsda against libtorch {loaded})",
+            info.module_path.display(),
+            info.built_libtorch_version,
+            loaded,
+            info.loaded_libtorch_path.display(),
+            info.built_libtorch_version
+        )))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Capacity of the message buffer handed to backend calls.
+const ERR_CAP: usize = 2048;
+
+/// Runs one backend call with a message buffer and turns its status into a [`Result`].
+fn call(f: impl FnOnce(*mut c_char, usize) -> i32) -> Result<()> {
+    // Left uninitialised apart from the first byte: zeroing 2 KiB on every call would cost more than
+    // the statistics calls of a guarded run themselves. The backend writes a NUL-terminated message
+    // before it returns a failure, and only then is the buffer read.
+    let mut buf = [std::mem::MaybeUninit::<c_char>::uninit(); ERR_CAP];
+    buf[0].write(0);
+    let status = f(buf.as_mut_ptr().cast::<c_char>(), ERR_CAP);
+    let message = || {
+        // SAFETY: the message is NUL-terminated within the buffer (the first byte at least is 0).
+        unsafe { std::ffi::CStr::from_ptr(buf.as_ptr().cast::<c_char>()) }
+            .to_string_lossy()
+            .into_owned()
+    };
+    match status {
+        abi::STATUS_OK => Ok(()),
+        abi::STATUS_UNAVAILABLE => Err(Error::unsupported(message())),
+        abi::STATUS_OUT_OF_MEMORY => Err(Error::out_of_memory(message())),
+        abi::STATUS_INVALID_ARGUMENT => Err(Error::invalid_argument(message())),
+        abi::STATUS_PANIC => Err(Error::panic(format!(
+            "inside the torch backend: {}",
+            message()
+        ))),
+        _ => Err(Error::torch(message())),
+    }
+}
+
+fn kind_code(kind: DeviceKind) -> i32 {
+    match kind {
+        DeviceKind::Cpu => abi::DEVICE_CPU,
+        DeviceKind::Cuda => abi::DEVICE_CUDA,
+        DeviceKind::Mps => abi::DEVICE_MPS,
+    }
+}
+
+fn index_code(index: u32) -> Result<i32> {
+    i32::try_from(index)
+        .map_err(|_| Error::invalid_argument(format!("device index {index} is out of range")))
+}
+
+impl Backend {
+    /// What was loaded.
+    pub fn info(&self) -> &BackendInfo {
+        &self.info
+    }
+
+    /// Makes libtorch's CUDA support available by loading `libtorch_cuda.so` (once per process).
+    ///
+    /// Only called when the driver reports a GPU: it costs about 100 ms and 270 MB, and must come before
+    /// anything asks libtorch about accelerators, or libtorch latches its CPU-only answer for good.
+    pub fn ensure_cuda(&self) -> Result<()> {
+        let mut slot = self.cuda.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(done) = slot.as_ref() {
+            return done.clone();
+        }
+        let result =
+            call(|err, cap| unsafe { (self.api.load_cuda)(err, cap) }).map_err(|e| {
+                match e.kind() {
+                    ErrorKind::Unsupported => Error::unsupported(format!(
+                    "this libtorch ({}) has no CUDA support: {}; install a CUDA build of torch=={}",
+                    self.info.loaded_libtorch_path.display(),
+                    e.message(),
+                    self.info.built_libtorch_version
+                )),
+                    _ => e,
+                }
+            });
+        *slot = Some(result.clone());
+        result
+    }
+
+    /// Fresh facts from the module (CUDA device count once CUDA is loaded, MPS availability).
+    pub fn facts(&self) -> Result<abi::BackendFacts> {
+        let mut facts: abi::BackendFacts = unsafe { std::mem::zeroed() };
+        call(|err, cap| unsafe { (self.api.facts)(&mut facts, err, cap) })?;
+        Ok(facts)
+    }
+
+    /// Runs the smoke test (32×32 matmul, sum, NaN check) on a device.
+    pub fn smoke_test(&self, kind: DeviceKind, index: u32) -> Result<()> {
+        let index = index_code(index)?;
+        call(|err, cap| unsafe { (self.api.smoke_test)(kind_code(kind), index, err, cap) })
+    }
+
+    /// Runs the built-in conv1d workload once with `batch` samples on a device.
+    ///
+    /// A failed allocation is [`Error::OutOfMemory`] (also a batch whose tensors would need more than
+    /// 2^63 bytes), a zero size or a kernel longer than the padded sample [`Error::InvalidArgument`].
+    /// Every tensor is freed before it returns.
+    pub fn run_conv1d(
+        &self,
+        kind: DeviceKind,
+        index: u32,
+        workload: &abi::Conv1dWorkload,
+        batch: u32,
+    ) -> Result<()> {
+        let index = index_code(index)?;
+        call(|err, cap| unsafe {
+            (self.api.run_conv1d)(kind_code(kind), index, workload, batch, err, cap)
+        })
+    }
+
+    /// The allocator's statistics for a device.
+    pub fn memory_stats(&self, kind: DeviceKind, index: u32) -> Result<abi::MemoryStats> {
+        let index = index_code(index)?;
+        let mut out = abi::MemoryStats::default();
+        call(|err, cap| unsafe {
+            (self.api.memory_stats)(kind_code(kind), index, &mut out, err, cap)
+        })?;
+        Ok(out)
+    }
+
+    /// Returns cached memory of a device to the driver.
+    pub fn empty_cache(&self, kind: DeviceKind, index: u32) -> Result<()> {
+        let index = index_code(index)?;
+        call(|err, cap| unsafe { (self.api.empty_cache)(kind_code(kind), index, err, cap) })
+    }
+
+    /// Resets the peak statistics of a device.
+    pub fn reset_peak(&self, kind: DeviceKind, index: u32) -> Result<()> {
+        let index = index_code(index)?;
+        call(|err, cap| unsafe { (self.api.reset_peak)(kind_code(kind), index, err, cap) })
+    }
+
+    /// Limits the caching allocator of a device to `fraction` of its memory.
+    pub fn set_memory_fraction(&self, kind: DeviceKind, index: u32, fraction: f64) -> Result<()> {
+        let index = index_code(index)?;
+        call(|err, cap| unsafe {
+            (self.api.set_memory_fraction)(kind_code(kind), index, fraction, err, cap)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn environment_entries_are_set_only_when_the_process_lacks_them() {
+        let wanted: BTreeMap<String, String> = [
+            ("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True"),
+            ("OMP_NUM_THREADS", "4"),
+            ("SAME", "1"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let lookup = |name: &str| match name {
+            "OMP_NUM_THREADS" => Some("8".to_string()),
+            "SAME" => Some("1".to_string()),
+            _ => None,
+        };
+        let plan = plan_environment(&wanted, &lookup);
+        let by_name = |n: &str| plan.iter().find(|e| e.name == n).unwrap().clone();
+        assert_eq!(
+            by_name("PYTORCH_CUDA_ALLOC_CONF").outcome,
+            EnvOutcome::Applied
+        );
+        let kept = by_name("OMP_NUM_THREADS");
+        assert_eq!(kept.outcome, EnvOutcome::ProcessValueKept);
+        assert_eq!(kept.process_value.as_deref(), Some("8"));
+        assert_eq!(kept.value, "4");
+        assert_eq!(by_name("SAME").outcome, EnvOutcome::AlreadySet);
+        assert!(plan_environment(&BTreeMap::new(), &lookup).is_empty());
+    }
+
+    #[test]
+    fn version_py_of_a_cuda_wheel_parses() {
+        let text = "__version__ = '2.13.0+cu130'\ndebug = False\ncuda: Optional[str] = '13.0'\n\
+                    git_version = 'abc'\n";
+        // The annotated form `cuda: Optional[str] = ...` is what recent wheels write.
+        let (v, _) = parse_version_py(text);
+        assert_eq!(v.as_deref(), Some("2.13.0"));
+        let (_, c) = parse_version_py("cuda = '13.0'\n");
+        assert_eq!(c.as_deref(), Some("13.0"));
+        let (_, none) = parse_version_py("cuda = None\n");
+        assert_eq!(none, None);
+    }
+
+    fn info(built: &str, loaded: Option<&str>) -> BackendInfo {
+        BackendInfo {
+            module_path: PathBuf::from("/opt/sda/lib/libsda_torch.so"),
+            built_libtorch_version: built.to_string(),
+            built_libtorch_dir: PathBuf::from("/build/torch/lib"),
+            loaded_libtorch_path: PathBuf::from("/other/torch/lib/libtorch_cpu.so"),
+            loaded_libtorch_version: loaded.map(str::to_string),
+            libtorch_cuda_version: None,
+            cuda_build: false,
+        }
+    }
+
+    #[test]
+    fn a_different_libtorch_version_is_refused_with_both_versions_and_the_fix() {
+        assert!(check_libtorch_version(&info("2.13.0", Some("2.13.0"))).is_ok());
+        assert!(check_libtorch_version(&info("2.13.0", None)).is_ok());
+        let e = check_libtorch_version(&info("2.13.0", Some("2.9.1"))).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::LibtorchVersionMismatch);
+        for needle in [
+            "2.13.0",
+            "2.9.1",
+            "/other/torch/lib/libtorch_cpu.so",
+            "torch==2.13.0",
+        ] {
+            assert!(e.message().contains(needle), "{needle}: {e}");
+        }
+    }
+
+    #[test]
+    fn an_explicit_path_is_the_only_candidate_env_before_config() {
+        let env = candidate_paths(Some(std::ffi::OsStr::new("/x/env.so")), " /y/cfg.so ");
+        assert_eq!(env, vec![PathBuf::from("/x/env.so")]);
+        let cfg = candidate_paths(Some(std::ffi::OsStr::new("")), " /y/cfg.so ");
+        assert_eq!(cfg, vec![PathBuf::from("/y/cfg.so")]);
+        let default = candidate_paths(None, "");
+        assert!(
+            !default.is_empty(),
+            "the library's own directory is a candidate"
+        );
+        assert!(default.iter().all(|p| p.ends_with(MODULE_FILE_NAME)));
+    }
+}

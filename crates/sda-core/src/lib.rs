@@ -1,0 +1,28 @@
+//! sda-core: the safe Rust core of libsda, one libtorch-backed hardware layer for audio plugins,
+//! C/C++ hosts, Python and Swift.
+//!
+//! Every behaviour of libsda lives here, in safe Rust that knows nothing about C: the `sda` crate is
+//! the thin C ABI over it, and Rust programs depend on this crate directly. The core never links
+//! libtorch: [`backend`] loads the separate torch module on first need.
+
+#![deny(missing_docs)]
+
+pub mod backend;
+pub mod classify;
+pub mod config;
+pub mod context;
+pub mod cuda_driver;
+pub mod device;
+mod elf;
+pub mod error;
+pub mod guard;
+pub mod host;
+pub mod log;
+pub mod memory;
+pub mod plan;
+pub mod preference;
+pub mod probe;
+pub mod recommend;
+pub mod report;
+pub mod validate;
+pub mod workload;

@@ -1,0 +1,301 @@
+//! Batch probing against real limits: each budget runs in a child process whose address space is
+//! limited with `setrlimit(RLIMIT_AS, start + budget)`, the budget is handed to the probe, and the test
+//! then searches the true maximum under that limit by running the workload (runs above it fail in
+//! libtorch's allocator). The probe must land within 90–100 % of the true maximum, on a batch that ran,
+//! in few runs and without a single out-of-memory run.
+
+use sda_core::config::Config;
+use sda_core::context::Context;
+use sda_core::error::ErrorKind;
+use sda_core::probe::{self, ProbeOptions, ProbeWorkload, StopReason};
+use sda_core::workload::Workload;
+use std::process::Command;
+
+const MIB: u64 = 1 << 20;
+
+fn vm_size() -> u64 {
+    let text = std::fs::read_to_string("/proc/self/statm").unwrap();
+    let pages: u64 = text.split_whitespace().next().unwrap().parse().unwrap();
+    pages * unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64
+}
+
+fn limit_address_space(bytes: u64) {
+    let limit = libc::rlimit {
+        rlim_cur: bytes,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_AS, &limit) }, 0);
+}
+
+fn cpu_context() -> Context {
+    let ctx = Context::new(Config::default());
+    ctx.select(Some("cpu")).unwrap();
+    ctx
+}
+
+/// Whether `batch` of the workload runs under the current limit.
+fn fits(ctx: &Context, batch: u32) -> bool {
+    match Workload::default().run(ctx, batch) {
+        Ok(()) => true,
+        Err(e) if e.is_out_of_memory() => false,
+        Err(e) => panic!("batch {batch}: {e}"),
+    }
+}
+
+/// The child: probe under a real limit, then find the true maximum by running.
+fn child(budget: u64) {
+    let ctx = cpu_context();
+    // Warm up (libtorch loaded, its worker threads and their heap arenas created) before the limit is
+    // measured: an arena reserves 64 MiB of address space the first time a thread allocates, which
+    // RLIMIT_AS counts although it is not memory in use.
+    assert!(fits(&ctx, 4));
+    assert!(fits(&ctx, 16));
+    limit_address_space(vm_size() + budget);
+
+    let result = probe::probe(
+        &ctx,
+        ProbeOptions {
+            budget_bytes: budget,
+            ..ProbeOptions::default()
+        },
+    )
+    .unwrap();
+    let chosen = result.max_batch;
+    assert!(chosen > 0, "{result:?}");
+    assert!(
+        result.trials.iter().any(|t| t.ok && t.batch == chosen),
+        "the answer ran"
+    );
+
+    // The true maximum: grow by 10 % until a run fails, then bisect between the last success and
+    // the first failure.
+    let mut good = chosen;
+    let mut bad = chosen;
+    loop {
+        bad = (bad + bad / 10).max(bad + 1);
+        if !fits(&ctx, bad) {
+            break;
+        }
+        good = bad;
+    }
+    while bad - good > 1 {
+        let mid = good + (bad - good) / 2;
+        if fits(&ctx, mid) {
+            good = mid;
+        } else {
+            bad = mid;
+        }
+    }
+    let ratio = f64::from(chosen) / f64::from(good);
+    println!(
+        "RESULT budget_mib={} true_max={good} chosen={chosen} recommended={} ratio={ratio:.3} \
+         runs={} oom_runs={} per_sample={:.0} fixed={:.0} stop={} elapsed_ms={} trials={}",
+        budget / MIB,
+        result.recommended_batch,
+        result.runs,
+        result.oom_runs,
+        result.per_sample_bytes,
+        result.fixed_bytes,
+        result.stop.as_str(),
+        result.elapsed.as_millis(),
+        result
+            .trials
+            .iter()
+            .map(|t| format!(
+                "{}:{}:{}",
+                t.batch,
+                t.peak_bytes / MIB,
+                if t.ok { "ok" } else { "fail" }
+            ))
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    assert!(
+        (0.90..=1.0).contains(&ratio),
+        "chosen {chosen} vs true maximum {good}"
+    );
+    assert_eq!(result.oom_runs, 0, "{result:?}");
+    assert!(result.runs <= 6, "{result:?}");
+}
+
+fn run_child(budget_mib: u64) -> (u32, f64) {
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "probe_lands_within_ten_percent_of_the_true_maximum",
+            "--nocapture",
+        ])
+        .env("SDA_PROBE_CHILD_BUDGET_MIB", budget_mib.to_string())
+        // RLIMIT_AS counts reserved address space, and glibc reserves 64 MiB for each new thread
+        // arena the first time a thread allocates — at a moment no warm-up can pin down, which made
+        // the limit, not the memory in use, decide the "true maximum". One arena keeps the limit a
+        // measure of memory.
+        .env("MALLOC_ARENA_MAX", "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "budget {budget_mib} MiB:\n{stdout}\n{stderr}"
+    );
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("RESULT"))
+        .unwrap_or_else(|| panic!("no result line: {stdout}"))
+        .to_string();
+    println!("{line}");
+    let field = |name: &str| -> String {
+        line.split_whitespace()
+            .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
+            .unwrap()
+            .to_string()
+    };
+    (
+        field("runs").parse().unwrap(),
+        field("ratio").parse().unwrap(),
+    )
+}
+
+#[test]
+fn probe_lands_within_ten_percent_of_the_true_maximum() {
+    if let Ok(budget) = std::env::var("SDA_PROBE_CHILD_BUDGET_MIB") {
+        child(budget.parse::<u64>().unwrap() * MIB);
+        return;
+    }
+    // The last budget's true maximum is above 256, where the seeds' search stops at its cap.
+    let mut runs: Vec<u32> = [512, 1024, 2048].iter().map(|&b| run_child(b).0).collect();
+    runs.sort_unstable();
+    let median = runs[runs.len() / 2];
+    assert!(median <= 3, "median runs {median} ({runs:?})");
+    assert!(runs.iter().all(|&r| r <= 6), "{runs:?}");
+}
+
+/// Memory that is touched, so that it shows in the resident set, like a host's own buffers.
+fn touch(bytes: usize) -> Vec<u8> {
+    let mut v = vec![0u8; bytes];
+    for i in (0..bytes).step_by(4096) {
+        v[i] = 1;
+    }
+    std::hint::black_box(&v);
+    v
+}
+
+#[test]
+fn a_step_in_the_memory_curve_still_ends_on_a_batch_that_ran_within_the_budget() {
+    let ctx = cpu_context();
+    // 1 MiB per sample, plus a 64 MiB jump above batch 40: a linear fit from small batches
+    // overshoots, and the search has to correct.
+    let cost = |b: u32| (b as usize) * MIB as usize + if b > 40 { 64 * MIB as usize } else { 0 };
+    let mut ran: Vec<u32> = Vec::new();
+    let mut work = |b: u32| -> sda_core::error::Result<()> {
+        let buf = touch(cost(b));
+        drop(buf);
+        ran.push(b);
+        Ok(())
+    };
+    let budget = 100 * MIB;
+    let result = probe::probe(
+        &ctx,
+        ProbeOptions {
+            budget_bytes: budget,
+            workload: ProbeWorkload::Custom(&mut work),
+            ..ProbeOptions::default()
+        },
+    )
+    .unwrap();
+    println!("{:?}", result.trials);
+    assert!(ran.contains(&result.max_batch), "the answer ran");
+    let answer = result
+        .trials
+        .iter()
+        .find(|t| t.batch == result.max_batch && t.ok)
+        .unwrap();
+    assert!(answer.peak_bytes <= budget, "{answer:?}");
+    assert!(
+        result.max_batch <= 40 && result.max_batch >= 30,
+        "{result:?}"
+    );
+    assert!(result.recommended_batch <= result.max_batch);
+}
+
+#[test]
+fn cancelling_from_the_progress_callback_returns_cancelled_promptly_and_leaks_nothing() {
+    let ctx = cpu_context();
+    let rss = || {
+        let text = std::fs::read_to_string("/proc/self/statm").unwrap();
+        text.split_whitespace()
+            .nth(1)
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            * 4096
+    };
+    let probe_once = || {
+        let mut calls = 0;
+        let mut progress = |_: &probe::ProbeProgress| {
+            calls += 1;
+            false
+        };
+        let result = probe::probe(
+            &ctx,
+            ProbeOptions {
+                budget_bytes: 256 * MIB,
+                progress: Some(&mut progress),
+                ..ProbeOptions::default()
+            },
+        );
+        (result, calls)
+    };
+    let (first, calls) = probe_once();
+    let err = first.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Cancelled, "{err}");
+    assert_eq!(calls, 1, "stopped after the first run");
+    // Warm up: libtorch's thread pool, heap arenas and oneDNN's kernel cache grow on first use.
+    for _ in 0..5 {
+        let _ = probe_once();
+    }
+    let start = rss();
+    let backend = ctx.load_backend().unwrap();
+    let allocated = || {
+        backend
+            .memory_stats(sda_core::preference::DeviceKind::Cpu, 0)
+            .unwrap()
+            .allocated
+    };
+    let tensors_before = allocated();
+    for _ in 0..20 {
+        let (r, _) = probe_once();
+        assert_eq!(r.unwrap_err().kind(), ErrorKind::Cancelled);
+    }
+    assert_eq!(allocated(), tensors_before, "no torch memory left behind");
+    let end = rss();
+    let growth = end as f64 / start as f64 - 1.0;
+    assert!(
+        growth < 0.02,
+        "RSS grew {:.1} % ({start} -> {end})",
+        growth * 100.0
+    );
+}
+
+#[test]
+fn max_batch_reached_is_reported_as_capped_not_as_a_maximum() {
+    let ctx = cpu_context();
+    let mut work = |b: u32| -> sda_core::error::Result<()> {
+        drop(touch(b as usize * 4096));
+        Ok(())
+    };
+    let result = probe::probe(
+        &ctx,
+        ProbeOptions {
+            budget_bytes: 512 * MIB,
+            max_batch: 64,
+            workload: ProbeWorkload::Custom(&mut work),
+            ..ProbeOptions::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(result.max_batch, 64);
+    assert!(result.capped);
+    assert_eq!(result.stop, StopReason::MaxBatch);
+}

@@ -1,0 +1,296 @@
+//! Guarded runs of the host's work.
+
+use crate::context::{context_of, sda_context};
+use crate::device::sda_device_kind;
+use crate::status::Status;
+use crate::{callback_result, errors_stored, fill_fixed, guard};
+use sda_core::error::{Error, Result};
+use sda_core::guard::{self as core_guard, GuardOptions, RunReport};
+use sda_core::preference::DeviceKind;
+use std::ffi::c_void;
+use std::os::raw::c_char;
+
+/// The host's work for `sda_guarded_run`: returns an `sda_status` — `SDA_OK`, or
+/// `SDA_ERR_OUT_OF_MEMORY` when it ran out of memory (C++ hosts: catch the exception and return
+/// `sda_classify_error(e.what())`, or use `sda::guarded_run` from `sda.hpp`, which does that), or any
+/// other status for other failures. It must not throw or longjmp through libsda.
+pub type sda_work_callback = Option<unsafe extern "C" fn(user_data: *mut c_void) -> i32>;
+
+/// The host's work for `sda_guarded_run_batched`: runs one attempt with `batch_size` samples and
+/// `accumulation_steps` gradient-accumulation steps; returns an `sda_status` as `sda_work_callback`.
+pub type sda_batch_callback = Option<
+    unsafe extern "C" fn(user_data: *mut c_void, batch_size: u32, accumulation_steps: u32) -> i32,
+>;
+
+/// Options of a guarded run. Get them from `sda_guard_options_default()`, then change fields; the
+/// `struct_size` field lets the struct grow in later versions without breaking callers.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct sda_guard_options {
+    /// `sizeof(sda_guard_options)` as the caller was compiled; set by `sda_guard_options_default()`.
+    pub struct_size: u32,
+    /// The batch the work attempts (the first attempt of a batched run); 0 = not said, and then no
+    /// concrete smaller batch can be suggested.
+    pub batch_size: u32,
+    /// Batched runs: the smallest batch worth trying (default 1).
+    pub min_batch_size: u32,
+    /// Batched runs: the most attempts, the first included (default 8).
+    pub max_attempts: u32,
+    /// Batched runs: keep `batch × accumulation_steps` at the first batch (default false).
+    pub keep_effective_batch: bool,
+    /// Memory the work may use, in bytes; 0 = the memory strategy's budget (default 0).
+    pub budget_bytes: u64,
+    /// Safety margin below the budget, in bytes; 0 = 5 % of the budget (default 0).
+    pub margin_bytes: u64,
+    /// Names the kind of work (any number the host chooses, e.g. one per model), so that the memory a
+    /// successful run measured per sample informs the suggestion after a later failure of the same
+    /// work; 0 = the callback function identifies it (default 0).
+    pub work_id: u64,
+}
+
+/// What happened in a guarded run; written even when the run fails (that is what it is for). Get one
+/// from `sda_run_report_default()` so that `struct_size` is set.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct sda_run_report {
+    /// `sizeof(sda_run_report)` as the caller was compiled; set by `sda_run_report_default()`.
+    pub struct_size: u32,
+    /// The run's status (the same value the call returns).
+    pub status: Status,
+    /// Kind of the device the work ran on.
+    pub kind: sda_device_kind,
+    /// Index of that device.
+    pub index: i32,
+    /// Batch of the last attempt (0 when not said).
+    pub attempted_batch: u32,
+    /// Batched runs: the batch that succeeded (0 when none did).
+    pub final_batch: u32,
+    /// After an out-of-memory failure: a batch predicted to fit the budget, from the measured memory
+    /// (0 when it cannot be told, or when not even one sample fits).
+    pub suggested_batch: u32,
+    /// Gradient-accumulation steps that go with `final_batch` (1 unless `keep_effective_batch`).
+    pub accumulation_steps: u32,
+    /// Attempts made.
+    pub attempts: u32,
+    /// Attempts that ran out of memory.
+    pub oom_attempts: u32,
+    /// Whether torch allocator figures were measured (the backend is loaded).
+    pub measured: bool,
+    /// Highest torch allocation during the last attempt, in bytes.
+    pub peak_bytes: u64,
+    /// Torch bytes allocated before the last attempt.
+    pub memory_before: u64,
+    /// Torch bytes allocated after the last attempt and the recovery (cache emptied).
+    pub memory_after: u64,
+    /// The budget in bytes (after a failure: measured then; after a success: as of the selection).
+    pub budget: u64,
+    /// Size of the allocation that failed, when the error said (bytes, else 0).
+    pub failed_allocation_bytes: u64,
+    /// What happened and what to do, for a person; NUL-terminated, truncated to fit.
+    pub guidance: [c_char; 1024],
+}
+
+/// Default guard options (`struct_size` set, no batch, min batch 1, 8 attempts, strategy budget).
+///
+/// Thread safety: [thread-safe], [audio-thread].
+#[no_mangle]
+pub extern "C" fn sda_guard_options_default() -> sda_guard_options {
+    let d = GuardOptions::default();
+    sda_guard_options {
+        struct_size: std::mem::size_of::<sda_guard_options>() as u32,
+        batch_size: d.batch_size,
+        min_batch_size: d.min_batch_size,
+        max_attempts: d.max_attempts,
+        keep_effective_batch: d.keep_effective_batch,
+        budget_bytes: d.budget_bytes,
+        margin_bytes: d.margin_bytes,
+        work_id: 0,
+    }
+}
+
+/// An empty report with `struct_size` set.
+///
+/// Thread safety: [thread-safe], [audio-thread].
+#[no_mangle]
+pub extern "C" fn sda_run_report_default() -> sda_run_report {
+    // SAFETY: all-zero bytes are a valid sda_run_report (integers, bool false, empty string).
+    let mut r: sda_run_report = unsafe { std::mem::zeroed() };
+    r.struct_size = std::mem::size_of::<sda_run_report>() as u32;
+    r
+}
+
+fn read_options(options: *const sda_guard_options) -> Result<GuardOptions> {
+    // SAFETY: a non-null pointer must point to options from sda_guard_options_default().
+    let Some(o) = (unsafe { options.as_ref() }) else {
+        return Ok(GuardOptions::default());
+    };
+    if o.struct_size as usize != std::mem::size_of::<sda_guard_options>() {
+        return Err(Error::invalid_argument(format!(
+            "options->struct_size is {}, expected {}: initialise options with \
+             sda_guard_options_default()",
+            o.struct_size,
+            std::mem::size_of::<sda_guard_options>()
+        )));
+    }
+    Ok(GuardOptions {
+        batch_size: o.batch_size,
+        min_batch_size: o.min_batch_size,
+        max_attempts: o.max_attempts,
+        keep_effective_batch: o.keep_effective_batch,
+        budget_bytes: o.budget_bytes,
+        margin_bytes: o.margin_bytes,
+        work_key: o.work_id,
+    })
+}
+
+/// Checks the report's `struct_size` before any work runs.
+fn check_report(report: *mut sda_run_report) -> Result<()> {
+    // SAFETY: a non-null pointer must point to a report from sda_run_report_default().
+    match unsafe { report.as_ref() } {
+        Some(r) if r.struct_size as usize != std::mem::size_of::<sda_run_report>() => {
+            Err(Error::invalid_argument(format!(
+                "report->struct_size is {}, expected {}: initialise the report with \
+                 sda_run_report_default()",
+                r.struct_size,
+                std::mem::size_of::<sda_run_report>()
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
+fn write_report(dst: *mut sda_run_report, context_kind: (DeviceKind, i32), r: &RunReport) {
+    // SAFETY: checked by check_report; NULL means the caller wants no report.
+    let Some(d) = (unsafe { dst.as_mut() }) else {
+        return;
+    };
+    let mut out = sda_run_report_default();
+    out.status = r.error.map_or(Status::SDA_OK, Status::from);
+    out.kind = context_kind.0.into();
+    out.index = context_kind.1;
+    out.attempted_batch = r.attempted_batch;
+    out.final_batch = r.final_batch;
+    out.suggested_batch = r.suggested_batch;
+    out.accumulation_steps = r.accumulation_steps;
+    out.attempts = r.attempts;
+    out.oom_attempts = r.oom_attempts;
+    out.measured = r.measured;
+    out.peak_bytes = r.peak_bytes;
+    out.memory_before = r.memory_before;
+    out.memory_after = r.memory_after;
+    out.budget = r.budget;
+    out.failed_allocation_bytes = r.failed_allocation_bytes;
+    fill_fixed(&mut out.guidance, &r.guidance);
+    *d = out;
+}
+
+/// The work's identity for remembering its memory cost: the callback's code address. Not the user
+/// data: wrappers such as `sda.hpp` pass a fresh stack address on every call, while the callback is
+/// one function per kind of work.
+fn work_key(callback: usize) -> u64 {
+    (callback as u64).max(1)
+}
+
+fn run_guarded(
+    context: *const sda_context,
+    options: *const sda_guard_options,
+    report: *mut sda_run_report,
+    (batched, key): (bool, u64),
+    call: &mut dyn FnMut(u32, u32) -> i32,
+) -> Result<()> {
+    let context = context_of(context)?;
+    let mut options = read_options(options)?;
+    if options.work_key == 0 {
+        options.work_key = key;
+    }
+    check_report(report)?;
+    if batched && options.batch_size == 0 {
+        return Err(Error::invalid_argument(
+            "options->batch_size must be the first batch to try (>= 1) for a batched run".into(),
+        ));
+    }
+    let mut work = |batch: u32, accumulation: u32| {
+        let errors_before = errors_stored();
+        callback_result(
+            call(batch, accumulation),
+            errors_before,
+            "the work callback",
+        )
+    };
+    let (result, run_report) = if batched {
+        core_guard::run_batched(&context, &options, &mut work)
+    } else {
+        core_guard::run(&context, &options, &mut work)
+    };
+    let device = (
+        run_report.kind.unwrap_or(DeviceKind::Cpu),
+        run_report.index as i32,
+    );
+    write_report(report, device, &run_report);
+    result
+}
+
+/// Runs `work(user_data)` on the context's selected device under guard.
+///
+/// When the work reports an out-of-memory error, libsda recovers after the work has returned (its
+/// frame is gone, nothing of the failed attempt is referenced by libsda), empties the device cache
+/// (on CPU: returns free heap pages to the system), and returns `SDA_ERR_OUT_OF_MEMORY` with guidance
+/// in `report->guidance` and `sda_last_error_message()`: what happened in numbers, a concrete smaller
+/// batch computed from the measured peak and the budget when `options->batch_size` says which batch
+/// was attempted, and the other ways out (closing other GPU work, `PYTORCH_CUDA_ALLOC_CONF`,
+/// `device=cpu`). libsda never switches to the CPU by itself. Other failures return the work's own
+/// status and message, unchanged.
+///
+/// The suggestion uses two measurements: the failed attempt (its peak plus the allocation that failed,
+/// a lower bound of what the batch needs) and, when this context ran the same work (`options->work_id`,
+/// else the same callback function) successfully before with `options->batch_size` set, the memory
+/// one sample cost then.
+///
+/// `options` and `report` may be NULL. The report, when given, is written whether the run succeeds or
+/// fails. Measuring needs the torch backend: a guarded run loads it when it is not loaded yet (without
+/// it the run still works, with `report->measured` false).
+///
+/// Thread safety: [thread-safe]; the work runs on the calling thread. Overhead without a failure:
+/// well under a microsecond (see BENCHMARKS.md).
+#[no_mangle]
+pub extern "C" fn sda_guarded_run(
+    context: *const sda_context,
+    work: sda_work_callback,
+    user_data: *mut c_void,
+    options: *const sda_guard_options,
+    report: *mut sda_run_report,
+) -> Status {
+    guard(|| {
+        let work = work.ok_or_else(|| Error::null_pointer("work is NULL".into()))?;
+        // SAFETY: the host gave us this callback and user_data to call together.
+        let key = work_key(work as usize);
+        let mut call = |_batch: u32, _accumulation: u32| unsafe { work(user_data) };
+        run_guarded(context, options, report, (false, key), &mut call)
+    })
+}
+
+/// Runs `work(user_data, batch, accumulation_steps)` under guard, starting at
+/// `options->batch_size` (required, >= 1). After each out-of-memory failure it recovers as
+/// `sda_guarded_run` does and retries with a smaller batch chosen from the measured memory (not a
+/// fixed fraction), down to `options->min_batch_size`, at most `options->max_attempts` times; every
+/// retry is logged as a warning. With `keep_effective_batch` the accumulation steps grow so that
+/// `batch × steps` stays at the first batch. `report->final_batch` holds the batch that fit.
+///
+/// Thread safety: [thread-safe]; the work runs on the calling thread.
+#[no_mangle]
+pub extern "C" fn sda_guarded_run_batched(
+    context: *const sda_context,
+    work: sda_batch_callback,
+    user_data: *mut c_void,
+    options: *const sda_guard_options,
+    report: *mut sda_run_report,
+) -> Status {
+    guard(|| {
+        let work = work.ok_or_else(|| Error::null_pointer("work is NULL".into()))?;
+        // SAFETY: the host gave us this callback and user_data to call together.
+        let key = work_key(work as usize);
+        let mut call =
+            |batch: u32, accumulation: u32| unsafe { work(user_data, batch, accumulation) };
+        run_guarded(context, options, report, (true, key), &mut call)
+    })
+}
