@@ -494,7 +494,7 @@ typedef struct {
   /**
    * Batched runs: the smallest batch worth trying (default 1).
    */
-  uint32_t min_batch_size;
+  uint32_t min_batch;
   /**
    * Batched runs: the most attempts, the first included (default 8).
    */
@@ -1305,7 +1305,7 @@ sda_status sda_guarded_run(const sda_context *context,
  * Runs `work(user_data, batch, accumulation_steps)` under guard, starting at
  * `options->batch_size` (required, >= 1). After each out-of-memory failure it recovers as
  * `sda_guarded_run` does and retries with a smaller batch chosen from the measured memory (not a
- * fixed fraction), down to `options->min_batch_size`, at most `options->max_attempts` times; every
+ * fixed fraction), down to `options->min_batch`, at most `options->max_attempts` times; every
  * retry is logged as a warning. With `keep_effective_batch` the accumulation steps grow so that
  * `batch × steps` stays at the first batch. `report->final_batch` holds the batch that fit.
  *

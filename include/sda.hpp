@@ -458,7 +458,7 @@ sda_status guarded_run(const context &ctx, F &&work, sda_run_report *report = nu
 
 /// Runs `work(batch_size, accumulation_steps)` under libsda's guard with retries
 /// (sda_guarded_run_batched): after each out-of-memory attempt libsda recovers and calls `work`
-/// again with a smaller batch chosen from the measured memory, down to options->min_batch_size, at
+/// again with a smaller batch chosen from the measured memory, down to options->min_batch, at
 /// most options->max_attempts times. `options` is required in practice: options->batch_size (>= 1)
 /// is the first batch (see sda::guard_options(batch)). report->final_batch holds the batch that
 /// fit.

@@ -33,7 +33,7 @@ pub struct sda_guard_options {
     /// concrete smaller batch can be suggested.
     pub batch_size: u32,
     /// Batched runs: the smallest batch worth trying (default 1).
-    pub min_batch_size: u32,
+    pub min_batch: u32,
     /// Batched runs: the most attempts, the first included (default 8).
     pub max_attempts: u32,
     /// Batched runs: keep `batch × accumulation_steps` at the first batch (default false).
@@ -99,7 +99,7 @@ pub extern "C" fn sda_guard_options_default() -> sda_guard_options {
     sda_guard_options {
         struct_size: std::mem::size_of::<sda_guard_options>() as u32,
         batch_size: d.batch_size,
-        min_batch_size: d.min_batch_size,
+        min_batch: d.min_batch,
         max_attempts: d.max_attempts,
         keep_effective_batch: d.keep_effective_batch,
         budget_bytes: d.budget_bytes,
@@ -134,12 +134,12 @@ fn read_options(options: *const sda_guard_options) -> Result<GuardOptions> {
     }
     Ok(GuardOptions {
         batch_size: o.batch_size,
-        min_batch_size: o.min_batch_size,
+        min_batch: o.min_batch,
         max_attempts: o.max_attempts,
         keep_effective_batch: o.keep_effective_batch,
         budget_bytes: o.budget_bytes,
         margin_bytes: o.margin_bytes,
-        work_key: o.work_id,
+        work_id: o.work_id,
     })
 }
 
@@ -187,7 +187,7 @@ fn write_report(dst: *mut sda_run_report, context_kind: (DeviceKind, i32), r: &R
 /// The work's identity for remembering its memory cost: the callback's code address. Not the user
 /// data: wrappers such as `sda.hpp` pass a fresh stack address on every call, while the callback is
 /// one function per kind of work.
-fn work_key(callback: usize) -> u64 {
+fn work_id_of(callback: usize) -> u64 {
     (callback as u64).max(1)
 }
 
@@ -200,8 +200,8 @@ fn run_guarded(
 ) -> Result<()> {
     let context = context_of(context)?;
     let mut options = read_options(options)?;
-    if options.work_key == 0 {
-        options.work_key = key;
+    if options.work_id == 0 {
+        options.work_id = key;
     }
     check_report(report)?;
     if batched && options.batch_size == 0 {
@@ -263,7 +263,7 @@ pub extern "C" fn sda_guarded_run(
     guard(|| {
         let work = work.ok_or_else(|| Error::null_pointer("work is NULL".into()))?;
         // SAFETY: the host gave us this callback and user_data to call together.
-        let key = work_key(work as usize);
+        let key = work_id_of(work as usize);
         let mut call = |_batch: u32, _accumulation: u32| unsafe { work(user_data) };
         run_guarded(context, options, report, (false, key), &mut call)
     })
@@ -272,7 +272,7 @@ pub extern "C" fn sda_guarded_run(
 /// Runs `work(user_data, batch, accumulation_steps)` under guard, starting at
 /// `options->batch_size` (required, >= 1). After each out-of-memory failure it recovers as
 /// `sda_guarded_run` does and retries with a smaller batch chosen from the measured memory (not a
-/// fixed fraction), down to `options->min_batch_size`, at most `options->max_attempts` times; every
+/// fixed fraction), down to `options->min_batch`, at most `options->max_attempts` times; every
 /// retry is logged as a warning. With `keep_effective_batch` the accumulation steps grow so that
 /// `batch × steps` stays at the first batch. `report->final_batch` holds the batch that fit.
 ///
@@ -288,7 +288,7 @@ pub extern "C" fn sda_guarded_run_batched(
     guard(|| {
         let work = work.ok_or_else(|| Error::null_pointer("work is NULL".into()))?;
         // SAFETY: the host gave us this callback and user_data to call together.
-        let key = work_key(work as usize);
+        let key = work_id_of(work as usize);
         let mut call =
             |batch: u32, accumulation: u32| unsafe { work(user_data, batch, accumulation) };
         run_guarded(context, options, report, (true, key), &mut call)

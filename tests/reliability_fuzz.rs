@@ -1003,7 +1003,7 @@ impl Fuzz {
             o.batch_size = self.number_u32();
         }
         if self.rng.chance(1, 3) {
-            o.min_batch_size = self.number_u32();
+            o.min_batch = self.number_u32();
         }
         // At most 64 attempts: a host asking for billions of retries of work that always fails has
         // asked for a long run.

@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 /// The selected device and its static description.
-pub struct Selected {
+pub struct SelectedDevice {
     /// How the device was chosen.
     pub selection: Selection,
     /// Its static description (free memory as of the selection).
@@ -30,9 +30,9 @@ pub struct Context {
     config: Config,
     machine: Arc<dyn Machine>,
     // An Arc so that hot paths (guarded runs) take the selection without copying its strings.
-    selected: Mutex<Option<Arc<Selected>>>,
+    selected: Mutex<Option<Arc<SelectedDevice>>>,
     /// Bytes per sample that successful guarded runs measured, by work key (see
-    /// [`crate::guard::GuardOptions::work_key`]).
+    /// [`crate::guard::GuardOptions::work_id`]).
     work_costs: Mutex<HashMap<u64, f64>>,
 }
 
@@ -78,7 +78,7 @@ impl Context {
             .map(|m| m.budget)
             .unwrap_or(0);
         let mut slot = self.selected.lock().unwrap_or_else(|e| e.into_inner());
-        *slot = Some(Arc::new(Selected {
+        *slot = Some(Arc::new(SelectedDevice {
             selection: selection.clone(),
             info,
             budget,
@@ -87,7 +87,7 @@ impl Context {
     }
 
     /// The current selection, selecting with the config's preference first if nothing was selected.
-    pub fn selected(&self) -> Result<Arc<Selected>> {
+    pub fn selected(&self) -> Result<Arc<SelectedDevice>> {
         if let Some(s) = self
             .selected
             .lock()
@@ -136,18 +136,18 @@ impl Context {
 
     /// Records what one sample of a work cost in a successful run (the latest figure wins: inputs
     /// change over a session, and the latest run is the best guide to the next).
-    pub fn remember_work_cost(&self, work_key: u64, bytes_per_sample: f64) {
+    pub fn remember_work_cost(&self, work_id: u64, bytes_per_sample: f64) {
         let mut costs = self.work_costs.lock().unwrap_or_else(|e| e.into_inner());
-        costs.insert(work_key, bytes_per_sample);
+        costs.insert(work_id, bytes_per_sample);
     }
 
     /// What one sample of a work cost when it last ran successfully, if it has (key 0: unknown).
-    pub fn work_cost(&self, work_key: u64) -> Option<f64> {
-        if work_key == 0 {
+    pub fn work_cost(&self, work_id: u64) -> Option<f64> {
+        if work_id == 0 {
             return None;
         }
         let costs = self.work_costs.lock().unwrap_or_else(|e| e.into_inner());
-        costs.get(&work_key).copied()
+        costs.get(&work_id).copied()
     }
 
     /// The machine this context selects on.

@@ -19,7 +19,7 @@ pub struct GuardOptions {
     /// can be suggested.
     pub batch_size: u32,
     /// Batched runs: the smallest batch worth trying.
-    pub min_batch_size: u32,
+    pub min_batch: u32,
     /// Batched runs: the most attempts, the first included.
     pub max_attempts: u32,
     /// Batched runs: keep `batch × accumulation_steps` at the first batch by raising the steps.
@@ -30,19 +30,19 @@ pub struct GuardOptions {
     pub margin_bytes: u64,
     /// Identifies the work (the C ABI uses the callback and its user data) so that the memory a
     /// successful run measured per sample informs the suggestion after a later failure; 0 = unknown.
-    pub work_key: u64,
+    pub work_id: u64,
 }
 
 impl Default for GuardOptions {
     fn default() -> GuardOptions {
         GuardOptions {
             batch_size: 0,
-            min_batch_size: 1,
+            min_batch: 1,
             max_attempts: 8,
             keep_effective_batch: false,
             budget_bytes: 0,
             margin_bytes: 0,
-            work_key: 0,
+            work_id: 0,
         }
     }
 }
@@ -167,7 +167,7 @@ pub fn run(
 }
 
 /// Runs `work(batch, accumulation_steps)` under guard, and after each out-of-memory failure retries
-/// with a smaller batch computed from the measured memory, down to `min_batch_size`, at most
+/// with a smaller batch computed from the measured memory, down to `min_batch`, at most
 /// `max_attempts` times. Every retry is logged as a warning. Other failures end the run at once.
 pub fn run_batched(
     context: &Context,
@@ -195,7 +195,7 @@ pub fn run_batched(
     };
     report.measured = backend.is_some();
     let first_batch = options.batch_size;
-    let min_batch = options.min_batch_size.max(1);
+    let min_batch = options.min_batch.max(1);
     let mut batch = first_batch;
     let mut accumulation = 1;
     let mut budget: Option<(u64, u64)> = None;
@@ -213,9 +213,9 @@ pub fn run_batched(
         let error = match outcome {
             Ok(()) => {
                 report.memory_after = meter.allocated();
-                if report.measured && batch > 0 && options.work_key != 0 {
+                if report.measured && batch > 0 && options.work_id != 0 {
                     let used = report.peak_bytes.saturating_sub(before);
-                    context.remember_work_cost(options.work_key, used as f64 / f64::from(batch));
+                    context.remember_work_cost(options.work_id, used as f64 / f64::from(batch));
                 }
                 report.final_batch = batch;
                 report.error = None;
@@ -259,7 +259,7 @@ pub fn run_batched(
             report.failed_allocation_bytes,
             budget_bytes,
             margin,
-            context.work_cost(options.work_key),
+            context.work_cost(options.work_id),
         );
         report.suggested_batch = suggestion.unwrap_or(0);
         let next = match suggestion {

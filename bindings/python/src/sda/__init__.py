@@ -718,7 +718,7 @@ class Context(_Handle):
         work: Callable[[int, int], Any],
         *,
         batch_size: int,
-        min_batch_size: int = 0,
+        min_batch: int = 0,
         max_attempts: int = 0,
         keep_effective_batch: bool = False,
         budget_bytes: int = 0,
@@ -729,7 +729,7 @@ class Context(_Handle):
         chosen from the measured memory after each out-of-memory failure; ``report.final_batch`` is
         the batch that fit. Raises as ``guarded_run`` does when no batch fits."""
         options = self._options(
-            batch_size, min_batch_size, max_attempts, keep_effective_batch, budget_bytes, margin_bytes, work_id, work
+            batch_size, min_batch, max_attempts, keep_effective_batch, budget_bytes, margin_bytes, work_id, work
         )
         return self._run(lib.sda_guarded_run_batched, _batch_trampoline, work, options)
 
@@ -847,7 +847,7 @@ class Context(_Handle):
         options = lib.sda_guard_options_default()
         options.batch_size = batch
         if min_batch:
-            options.min_batch_size = min_batch
+            options.min_batch = min_batch
         if attempts:
             options.max_attempts = attempts
         options.keep_effective_batch = keep

@@ -178,7 +178,7 @@ class sda_guard_options(_Struct):
     _fields_ = [
         ("struct_size", c_uint32),
         ("batch_size", c_uint32),
-        ("min_batch_size", c_uint32),
+        ("min_batch", c_uint32),
         ("max_attempts", c_uint32),
         ("keep_effective_batch", c_bool),
         ("budget_bytes", c_uint64),

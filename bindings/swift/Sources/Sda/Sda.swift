@@ -615,12 +615,12 @@ public final class Context: @unchecked Sendable {
     /// Runs `body(batch, accumulationSteps)` from `batchSize` down, retrying with a batch chosen from
     /// the measured memory after each out-of-memory error; `report.finalBatch` is the batch that fit.
     @discardableResult
-    public func guardedRunBatched(batchSize: UInt32, minBatchSize: UInt32 = 1, maxAttempts: UInt32 = 8,
+    public func guardedRunBatched(batchSize: UInt32, minBatch: UInt32 = 1, maxAttempts: UInt32 = 8,
                                   keepEffectiveBatch: Bool = false, budgetBytes: UInt64 = 0, workID: UInt64 = 0,
                                   _ body: (UInt32, UInt32) throws -> Void) throws -> RunReport {
         var options = sda_guard_options_default()
         options.batch_size = batchSize
-        options.min_batch_size = minBatchSize
+        options.min_batch = minBatch
         options.max_attempts = maxAttempts
         options.keep_effective_batch = keepEffectiveBatch
         options.budget_bytes = budgetBytes
