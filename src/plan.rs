@@ -93,7 +93,7 @@ fn to_c(plan: &Plan, worker: &WorkerPlan) -> sda_worker_plan {
     p.strategy = match plan.strategy {
         Strategy::SingleGpu => sda_plan_strategy::SingleGpu,
         Strategy::MultiGpu => sda_plan_strategy::MultiGpu,
-        Strategy::Cpu | Strategy::Auto => sda_plan_strategy::Cpu,
+        Strategy::Cpu => sda_plan_strategy::Cpu,
     };
     p.kind = worker.kind.into();
     p.index = worker.index as i32;

@@ -114,23 +114,11 @@ pub extern "C" fn sda_recommend(
         c.tier_max_memory_gb = r.tier.max_memory_gb.unwrap_or(f64::INFINITY);
         fill_fixed(&mut c.tier_label, &r.tier.description());
         fill_fixed(&mut c.batch_reason, &r.batch_reason());
-        match &r.advice {
-            Some(a) => {
-                c.advice_given = true;
-                fill_fixed(&mut c.memory_strategy, a.strategy.as_str());
-                c.memory_fraction = a.fraction;
-                fill_fixed(&mut c.memory_reason, &a.reason);
-            }
-            None => {
-                let h = &context.config().hardware;
-                fill_fixed(&mut c.memory_strategy, h.memory_strategy.as_str());
-                c.memory_fraction = h.budget_fraction();
-                fill_fixed(
-                    &mut c.memory_reason,
-                    "no model size given: the configured memory strategy",
-                );
-            }
-        }
+        let memory = r.memory_choice();
+        c.advice_given = memory.advised;
+        fill_fixed(&mut c.memory_strategy, memory.strategy.as_str());
+        c.memory_fraction = memory.fraction;
+        fill_fixed(&mut c.memory_reason, memory.reason);
         *slot = c;
         Ok(())
     })

@@ -48,8 +48,7 @@ pub fn parse_count(text: &str) -> std::result::Result<u64, String> {
     Ok(count.round() as u64)
 }
 
-fn recommendation_json(r: &Recommendation, config: &Config) -> serde_json::Value {
-    let h = &config.hardware;
+fn recommendation_json(r: &Recommendation) -> serde_json::Value {
     json!({
         "device": r.device.device,
         "name": r.device.name,
@@ -62,17 +61,20 @@ fn recommendation_json(r: &Recommendation, config: &Config) -> serde_json::Value
         "gradient_checkpointing": r.gradient_checkpointing,
         "blocks": r.blocks,
         "channels": r.channels,
-        "memory_strategy": match &r.advice {
-            Some(a) => json!({
-                "strategy": a.strategy.as_str(), "fraction": a.fraction, "reason": a.reason,
-                "parameters": a.parameters, "advised": true,
-            }),
-            None => json!({
-                "strategy": h.memory_strategy.as_str(), "fraction": h.budget_fraction(),
-                "reason": "the configured strategy (no model size given)", "advised": false,
-            }),
-        },
+        "memory_strategy": memory_json(r),
     })
+}
+
+fn memory_json(r: &Recommendation) -> serde_json::Value {
+    let memory = r.memory_choice();
+    let mut v = json!({
+        "strategy": memory.strategy.as_str(), "fraction": memory.fraction,
+        "reason": memory.reason, "advised": memory.advised,
+    });
+    if let Some(a) = &r.advice {
+        v["parameters"] = json!(a.parameters);
+    }
+    v
 }
 
 fn recommendation_text(r: &Recommendation, config: &Config) -> String {
@@ -136,7 +138,7 @@ pub fn run(config: Config, args: Args) -> Result<()> {
     }
     let r = context.recommend(args.parameters.unwrap_or(0))?;
     if args.json {
-        out::print_json(&recommendation_json(&r, context.config()));
+        out::print_json(&recommendation_json(&r));
     } else {
         out::print(&recommendation_text(&r, context.config()));
     }

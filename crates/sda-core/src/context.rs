@@ -8,7 +8,7 @@ use crate::device::{
 };
 use crate::error::Result;
 use crate::memory::{self, MemoryInfo};
-use crate::plan::{self, LauncherEnv, Plan, PlanRequest, Strategy};
+use crate::plan::{self, LauncherEnv, Plan, PlanRequest, StrategyRequest};
 use crate::preference::{DeviceKind, Preference};
 use crate::recommend::{self, Recommendation};
 use std::collections::HashMap;
@@ -175,7 +175,7 @@ impl Context {
         workers: u32,
         launcher: &LauncherEnv,
     ) -> Result<Plan> {
-        let strategy = Strategy::parse(strategy)?;
+        let strategy = StrategyRequest::parse(strategy)?;
         // single_gpu shares the GPU the config names (`cuda:N`), else the first.
         let gpu_index = match Preference::parse(&self.config.hardware.device) {
             Ok(Preference::Device {

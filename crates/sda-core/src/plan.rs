@@ -33,7 +33,8 @@ pub const DEFAULT_MASTER_PORT: u16 = 29500;
 /// The rendezvous address of a single-node job when `MASTER_ADDR` is not set.
 pub const LOCAL_MASTER_ADDR: &str = "127.0.0.1";
 
-/// How workers are placed on devices.
+/// How the workers of a plan are placed on devices: the strategy in force, never "auto" (a
+/// [`StrategyRequest`] is what a caller asks for).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Strategy {
     /// Every worker on the CPU.
@@ -42,8 +43,15 @@ pub enum Strategy {
     SingleGpu,
     /// One rank per GPU.
     MultiGpu,
-    /// Chosen by the number of GPUs.
+}
+
+/// The strategy a caller asks for: a fixed one, or "auto" (chosen by the number of GPUs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum StrategyRequest {
+    /// Chosen by the number of GPUs: none → cpu, one → single_gpu, more → multi_gpu.
     Auto,
+    /// This strategy, or an error when the machine cannot run it.
+    Fixed(Strategy),
 }
 
 /// The accepted strategy names, for messages.
@@ -51,12 +59,7 @@ pub const ACCEPTED_STRATEGIES: &str = "auto, cpu, single_gpu, multi_gpu";
 
 impl Strategy {
     /// Every strategy.
-    pub const ALL: [Strategy; 4] = [
-        Strategy::Cpu,
-        Strategy::SingleGpu,
-        Strategy::MultiGpu,
-        Strategy::Auto,
-    ];
+    pub const ALL: [Strategy; 3] = [Strategy::Cpu, Strategy::SingleGpu, Strategy::MultiGpu];
 
     /// The name as the CLI, the C ABI and reports spell it.
     pub fn as_str(self) -> &'static str {
@@ -64,17 +67,30 @@ impl Strategy {
             Strategy::Cpu => "cpu",
             Strategy::SingleGpu => "single_gpu",
             Strategy::MultiGpu => "multi_gpu",
-            Strategy::Auto => "auto",
+        }
+    }
+}
+
+impl StrategyRequest {
+    /// The name as the CLI and reports spell it (`auto`, or the fixed strategy's).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StrategyRequest::Auto => "auto",
+            StrategyRequest::Fixed(s) => s.as_str(),
         }
     }
 
     /// Parses a strategy name: case-insensitive, trimmed, `-` accepted for `_` (`single-gpu`).
     /// Anything else is an error quoting the value and listing the accepted names.
-    pub fn parse(text: &str) -> Result<Strategy> {
+    pub fn parse(text: &str) -> Result<StrategyRequest> {
         let wanted = text.trim().to_ascii_lowercase().replace('-', "_");
+        if wanted == "auto" {
+            return Ok(StrategyRequest::Auto);
+        }
         Strategy::ALL
             .into_iter()
             .find(|s| s.as_str() == wanted)
+            .map(StrategyRequest::Fixed)
             .ok_or_else(|| {
                 Error::invalid_argument(format!(
                     "unknown worker strategy {text:?}; accepted: {ACCEPTED_STRATEGIES}"
@@ -84,6 +100,12 @@ impl Strategy {
 }
 
 impl fmt::Display for Strategy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Display for StrategyRequest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
@@ -218,7 +240,7 @@ impl LauncherEnv {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PlanRequest {
     /// The strategy (`Auto` chooses by GPU count).
-    pub strategy: Strategy,
+    pub strategy: StrategyRequest,
     /// Number of workers on this node; 0 = the strategy's default (cpu and single_gpu: 1, because
     /// one torch process already uses every core through its intra-op threads; multi_gpu: one per GPU).
     pub workers: u32,
@@ -258,8 +280,8 @@ impl WorkerPlan {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Plan {
     /// The strategy asked for.
-    pub requested: Strategy,
-    /// The strategy in force (never `Auto`).
+    pub requested: StrategyRequest,
+    /// The strategy in force (resolved: never "auto", by its type).
     pub strategy: Strategy,
     /// Why this strategy and this many workers.
     pub reason: String,
@@ -317,7 +339,7 @@ pub fn plan(request: &PlanRequest, machine: &dyn Machine, launcher: &LauncherEnv
     };
     let gpus_text = |n: u32| format!("{n} CUDA device{}", if n == 1 { "" } else { "s" });
     let (strategy, mut reason) = match request.strategy {
-        Strategy::Auto => match gpu_count {
+        StrategyRequest::Auto => match gpu_count {
             0 => (
                 Strategy::Cpu,
                 format!("auto: no CUDA device ({no_gpu_reason}), so every worker runs on the CPU"),
@@ -331,7 +353,7 @@ pub fn plan(request: &PlanRequest, machine: &dyn Machine, launcher: &LauncherEnv
                 format!("auto: {}, so one rank per GPU", gpus_text(n)),
             ),
         },
-        explicit => (explicit, format!("{explicit} as requested")),
+        StrategyRequest::Fixed(explicit) => (explicit, format!("{explicit} as requested")),
     };
     let needs_gpu = matches!(strategy, Strategy::SingleGpu | Strategy::MultiGpu);
     if needs_gpu && gpu_count == 0 {

@@ -547,11 +547,49 @@ pub struct Recommendation {
     pub channels: u32,
     /// The memory strategy the configuration asks for now.
     pub configured_strategy: MemoryStrategy,
+    /// The budget fraction of [`Recommendation::configured_strategy`] (a custom one's own).
+    pub configured_fraction: f64,
     /// Advice from the model's size, when a parameter count was given.
     pub advice: Option<StrategyAdvice>,
 }
 
+/// Why the memory strategy of a recommendation is the configured one: no model size was given.
+pub const CONFIGURED_STRATEGY_REASON: &str =
+    "no model size given: the configured memory strategy (a parameter count advises one by size)";
+
+/// The memory strategy a recommendation stands for: the advice when a model size was given, the
+/// configured strategy otherwise; one answer for every caller (the C ABI, the CLI, reports).
+#[derive(Clone, Debug, PartialEq)]
+pub struct MemoryChoice<'a> {
+    /// The strategy.
+    pub strategy: MemoryStrategy,
+    /// Its budget fraction.
+    pub fraction: f64,
+    /// Why, in words.
+    pub reason: &'a str,
+    /// Whether it is advice from the model's size (`false`: the configured strategy).
+    pub advised: bool,
+}
+
 impl Recommendation {
+    /// The memory strategy this recommendation stands for (see [`MemoryChoice`]).
+    pub fn memory_choice(&self) -> MemoryChoice<'_> {
+        match &self.advice {
+            Some(a) => MemoryChoice {
+                strategy: a.strategy,
+                fraction: a.fraction,
+                reason: &a.reason,
+                advised: true,
+            },
+            None => MemoryChoice {
+                strategy: self.configured_strategy,
+                fraction: self.configured_fraction,
+                reason: CONFIGURED_STRATEGY_REASON,
+                advised: false,
+            },
+        }
+    }
+
     /// The tier as reports name it: `CPU (cpu, any memory; built in)`.
     pub fn tier_summary(&self) -> String {
         format!(
@@ -611,6 +649,7 @@ pub fn recommend(config: &Config, device: DeviceFacts, parameters: u64) -> Resul
         blocks: tier.blocks,
         channels: tier.channels,
         configured_strategy: config.hardware.memory_strategy,
+        configured_fraction: config.hardware.budget_fraction(),
         advice,
         device,
         tier_index,

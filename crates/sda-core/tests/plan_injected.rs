@@ -4,7 +4,9 @@
 use sda_core::config::Config;
 use sda_core::context::Context;
 use sda_core::error::{Error, ErrorKind};
-use sda_core::plan::{LauncherEnv, Plan, Strategy, DEFAULT_MASTER_PORT, MAX_WORKERS};
+use sda_core::plan::{
+    LauncherEnv, Plan, Strategy, StrategyRequest, DEFAULT_MASTER_PORT, MAX_WORKERS,
+};
 use sda_core::preference::DeviceKind;
 use sda_testkit::{env, InjectedMachine};
 use std::sync::Arc;
@@ -184,7 +186,7 @@ fn auto_chooses_by_the_number_of_gpus() {
     ];
     for (gpus, strategy, workers, last_device) in expected {
         let p = plan(gpus, "auto", 0).unwrap();
-        assert_eq!(p.requested, Strategy::Auto);
+        assert_eq!(p.requested, StrategyRequest::Auto);
         assert_eq!(p.strategy, strategy, "{gpus} GPUs");
         assert_eq!(p.workers, workers, "{gpus} GPUs");
         assert_eq!(p.worker(workers - 1).unwrap().device, last_device);
