@@ -1322,11 +1322,18 @@ sda_status sda_guarded_run_batched(const sda_context *context,
  * stops sending them. Without a callback libsda prints nothing, unless the environment variable
  * `SDA_LOG` is set (`error`, `warn`, `info` or `debug`), in which case messages go to stderr.
  *
- * Thread safety: [thread-safe]; the callback is process-wide. Install it at start-up: a message being
- * logged while the callback is replaced goes to the old or the new one.
+ * Lifetime: when this call returns, the previous callback is not running on any thread and will
+ * never be called again, so the host may free its `user_data` (and a binding its thunk) right
+ * away. The call waits for calls of the previous callback that are running on other threads.
+ *
+ * The callback may call back into libsda (select a device, load the backend, even replace itself):
+ * that neither deadlocks nor recurses, because messages logged on a thread while it runs the
+ * callback are not delivered to it again. Replacing the callback from inside itself returns without
+ * waiting for its own frame.
+ *
+ * Thread safety: [thread-safe]; the callback is process-wide.
  */
-sda_status sda_set_log_callback(sda_log_callback callback,
-                                void *user_data);
+sda_status sda_set_log_callback(sda_log_callback callback, void *user_data);
 
 /**
  * Reads the selected device's memory figures (selecting with the configuration's `hardware.device`
@@ -1466,8 +1473,9 @@ sda_status sda_recommend(const sda_context *context,
  * same facts as JSON.
  *
  * Buffer rules as `sda_config_get`. A report is gathered fresh on every call, except that after
- * `SDA_ERR_BUFFER_TOO_SMALL` the next call on the same thread with the same context and verbosity
- * returns the report that did not fit, so the size query and the second call agree.
+ * `SDA_ERR_BUFFER_TOO_SMALL` the retry on the same thread with the same context and verbosity and a
+ * buffer of at least `*needed` bytes, within 2 seconds and before the context selects another
+ * device, returns the report that did not fit, so the size query and the second call agree.
  *
  * Errors: `SDA_ERR_INVALID_ARGUMENT` for a verbosity other than 0 or 1.
  *

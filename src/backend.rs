@@ -50,7 +50,8 @@ pub extern "C" fn sda_backend_load(context: *const sda_context) -> Status {
 pub extern "C" fn sda_backend_info(out_details: *mut sda_backend_details) -> Status {
     guard(|| {
         let slot = out(out_details, "out_details")?;
-        // SAFETY: all-zero bytes are a valid sda_backend_details (false, empty strings).
+        // SAFETY: sda_backend_details is repr(C) of two bools (0 = false) and c_char arrays
+        // (0 = empty string): all-zero bytes are a valid value, the "not loaded" report.
         let mut d: sda_backend_details = unsafe { std::mem::zeroed() };
         if let Some(b) = backend::loaded() {
             let info = b.info();

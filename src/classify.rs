@@ -36,7 +36,9 @@ pub extern "C" fn sda_classify_error(message: *const c_char) -> Status {
         if message.is_null() {
             return Err(Error::null_pointer("message is NULL".to_string()));
         }
-        // SAFETY: a non-null `message` is a NUL-terminated string (documented above).
+        // SAFETY: `message` is non-null (checked above), and the documentation above requires a
+        // NUL-terminated string in any encoding, alive during the call; `from_ptr` asks nothing of the
+        // bytes before the NUL, and the lossy conversion below copies them.
         let bytes = unsafe { CStr::from_ptr(message) }.to_bytes();
         // Exception texts come in the host's encoding (Windows code pages, Latin-1 file names): the
         // markers are ASCII, so a lossy conversion classifies them as well as a strict one would.

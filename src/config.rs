@@ -24,10 +24,6 @@ pub(crate) fn config_of(config: *const sda_config) -> Result<Arc<RwLock<Config>>
     CONFIGS.get(config.cast::<c_void>(), "config")
 }
 
-fn env_lookup(name: &str) -> Option<String> {
-    std::env::var(name).ok()
-}
-
 fn hand_out(config: Config, out_config: &mut *mut sda_config) {
     *out_config = CONFIGS.insert(RwLock::new(config)).cast::<sda_config>();
 }
@@ -42,7 +38,7 @@ fn hand_out(config: Config, out_config: &mut *mut sda_config) {
 pub extern "C" fn sda_config_new(out_config: *mut *mut sda_config) -> Status {
     guard(|| {
         let slot = out(out_config, "out_config")?;
-        let config = Config::from_environment(&env_lookup)?;
+        let config = Config::from_process_environment()?;
         hand_out(config, slot);
         Ok(())
     })
@@ -62,7 +58,7 @@ pub extern "C" fn sda_config_load(path: *const c_char, out_config: *mut *mut sda
         let path = str_arg(path, "path")?;
         let slot = out(out_config, "out_config")?;
         let mut config = Config::load(Path::new(path))?;
-        config.apply_env_overrides(&env_lookup)?;
+        config.apply_process_env_overrides()?;
         hand_out(config, slot);
         Ok(())
     })
@@ -80,7 +76,7 @@ pub extern "C" fn sda_config_load_str(
         let text = str_arg(toml_text, "toml_text")?;
         let slot = out(out_config, "out_config")?;
         let mut config = Config::from_toml_str(text)?;
-        config.apply_env_overrides(&env_lookup)?;
+        config.apply_process_env_overrides()?;
         hand_out(config, slot);
         Ok(())
     })

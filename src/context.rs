@@ -37,7 +37,7 @@ pub extern "C" fn sda_context_new(
     guard(|| {
         let slot = out(out_context, "out_context")?;
         let config = if config.is_null() {
-            Config::from_environment(&|name| std::env::var(name).ok())?
+            Config::from_process_environment()?
         } else {
             let shared = config_of(config)?;
             let snapshot = shared.read().unwrap_or_else(|e| e.into_inner()).clone();

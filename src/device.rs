@@ -102,7 +102,9 @@ fn fill_selection(dst: &mut sda_selection, s: &Selection) {
 }
 
 fn details(info: &DeviceInfo) -> sda_device_details {
-    // SAFETY: all-zero bytes are a valid sda_device_details (integers, bools, empty strings).
+    // SAFETY: sda_device_details is repr(C) of integers, bools (0 = false), c_char arrays (0 = empty
+    // string) and `kind`, an sda_device_kind whose 0 is SDA_DEVICE_KIND_CPU: all-zero bytes are a
+    // valid value of every field.
     let mut d: sda_device_details = unsafe { std::mem::zeroed() };
     d.kind = info.kind.into();
     d.index = info.index as i32;

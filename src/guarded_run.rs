@@ -113,14 +113,19 @@ pub extern "C" fn sda_guard_options_default() -> sda_guard_options {
 /// Thread safety: [thread-safe], [audio-thread].
 #[no_mangle]
 pub extern "C" fn sda_run_report_default() -> sda_run_report {
-    // SAFETY: all-zero bytes are a valid sda_run_report (integers, bool false, empty string).
+    // SAFETY: sda_run_report is repr(C) of integers, a bool (0 = false), `status` (0 = SDA_OK),
+    // `kind` (0 = SDA_DEVICE_KIND_CPU) and a c_char array (0 = empty string): all-zero bytes are a
+    // valid value of every field.
     let mut r: sda_run_report = unsafe { std::mem::zeroed() };
     r.struct_size = std::mem::size_of::<sda_run_report>() as u32;
     r
 }
 
 fn read_options(options: *const sda_guard_options) -> Result<GuardOptions> {
-    // SAFETY: a non-null pointer must point to options from sda_guard_options_default().
+    // SAFETY: `as_ref` turns NULL into None (the defaults). A non-null `options` is, per the
+    // documentation of sda_guarded_run and sda_guarded_run_batched, a readable sda_guard_options the
+    // caller got from sda_guard_options_default() and keeps alive during the call; only copies of
+    // its fields outlive this function.
     let Some(o) = (unsafe { options.as_ref() }) else {
         return Ok(GuardOptions::default());
     };
@@ -145,7 +150,9 @@ fn read_options(options: *const sda_guard_options) -> Result<GuardOptions> {
 
 /// Checks the report's `struct_size` before any work runs.
 fn check_report(report: *mut sda_run_report) -> Result<()> {
-    // SAFETY: a non-null pointer must point to a report from sda_run_report_default().
+    // SAFETY: `as_ref` turns NULL (no report wanted) into None. A non-null `report` is, per the
+    // guarded runs' documentation, a caller-owned sda_run_report from sda_run_report_default(), live
+    // for the whole call; the shared borrow ends before anything writes the report.
     match unsafe { report.as_ref() } {
         Some(r) if r.struct_size as usize != std::mem::size_of::<sda_run_report>() => {
             Err(Error::invalid_argument(format!(
@@ -160,7 +167,10 @@ fn check_report(report: *mut sda_run_report) -> Result<()> {
 }
 
 fn write_report(dst: *mut sda_run_report, context_kind: (DeviceKind, i32), r: &RunReport) {
-    // SAFETY: checked by check_report; NULL means the caller wants no report.
+    // SAFETY: `dst` is the `report` argument whose struct_size check_report accepted before the work
+    // ran; NULL means the caller wants no report. A non-null report is documented as writable and
+    // owned by the caller for the whole call, and the borrow of check_report has ended, so this is
+    // the only reference to it.
     let Some(d) = (unsafe { dst.as_mut() }) else {
         return;
     };
@@ -262,8 +272,11 @@ pub extern "C" fn sda_guarded_run(
 ) -> Status {
     guard(|| {
         let work = work.ok_or_else(|| Error::null_pointer("work is NULL".into()))?;
-        // SAFETY: the host gave us this callback and user_data to call together.
         let key = work_id_of(work as usize);
+        // SAFETY: `work` is the host's non-null callback (checked above), passed in this very call
+        // together with `user_data`, and sda_guarded_run calls it with exactly that user_data, on the
+        // calling thread, before returning. sda_work_callback's contract is that it returns a status
+        // and does not throw or longjmp through libsda.
         let mut call = |_batch: u32, _accumulation: u32| unsafe { work(user_data) };
         run_guarded(context, options, report, (false, key), &mut call)
     })
@@ -287,8 +300,11 @@ pub extern "C" fn sda_guarded_run_batched(
 ) -> Status {
     guard(|| {
         let work = work.ok_or_else(|| Error::null_pointer("work is NULL".into()))?;
-        // SAFETY: the host gave us this callback and user_data to call together.
         let key = work_id_of(work as usize);
+        // SAFETY: `work` is the host's non-null callback (checked above), passed in this call with
+        // `user_data`, and is called only with that user_data, on the calling thread, before
+        // sda_guarded_run_batched returns; batch and step counts are plain integers.
+        // sda_batch_callback's contract is that it does not throw or longjmp through libsda.
         let mut call =
             |batch: u32, accumulation: u32| unsafe { work(user_data, batch, accumulation) };
         run_guarded(context, options, report, (true, key), &mut call)

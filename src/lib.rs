@@ -125,7 +125,10 @@ pub(crate) fn guard(body: impl FnOnce() -> Result<()>) -> Status {
 
 /// A required output pointer.
 pub(crate) fn out<'a, T>(ptr: *mut T, name: &str) -> Result<&'a mut T> {
-    // SAFETY: non-null pointers from the caller point to a writable T (documented per function).
+    // SAFETY: `as_mut` turns NULL into None (reported as SDA_ERR_NULL_POINTER). A non-null `ptr` is an
+    // export's out-parameter, which its header documentation requires to point to a live, aligned,
+    // writable T owned by the caller; the host does not touch it while the export runs, and the
+    // exports use the borrow only inside their `guard` body, so it is the only reference to the T.
     unsafe { ptr.as_mut() }.ok_or_else(|| Error::null_pointer(format!("{name} is NULL")))
 }
 
@@ -134,7 +137,9 @@ pub(crate) fn str_arg<'a>(ptr: *const c_char, name: &str) -> Result<&'a str> {
     if ptr.is_null() {
         return Err(Error::null_pointer(format!("{name} is NULL")));
     }
-    // SAFETY: the caller passes a NUL-terminated string (documented per function).
+    // SAFETY: `ptr` is non-null (checked above), and every export that takes a string argument
+    // documents it as a NUL-terminated string, alive and unchanged for the duration of the call; the
+    // returned &str is used only inside that call (the exports copy what they keep).
     let bytes = unsafe { CStr::from_ptr(ptr) }.to_bytes();
     std::str::from_utf8(bytes).map_err(|e| {
         Error::invalid_utf8(format!(
@@ -164,7 +169,8 @@ pub(crate) fn write_string(
 ) -> Result<()> {
     let required = text.len() + 1;
     if !needed.is_null() {
-        // SAFETY: a non-null `needed` points to a writable size_t.
+        // SAFETY: `needed` is non-null (checked just above); the string-out convention of the header
+        // ("*needed receives the size required") makes a non-null `needed` a writable size_t.
         unsafe { *needed = required };
     }
     if buf.is_null() && capacity > 0 {
@@ -177,7 +183,10 @@ pub(crate) fn write_string(
             "the buffer holds {capacity} bytes but {required} are needed (see *needed)"
         )));
     }
-    // SAFETY: buf is non-null (capacity >= 1 here) and valid for `capacity` bytes.
+    // SAFETY: `buf` is non-null: capacity >= required >= 1 here, and a NULL `buf` with a non-zero
+    // capacity was rejected above. The caller promises `buf` is writable for `capacity` bytes, and
+    // capacity >= text.len() + 1, so the text and its NUL both land inside the buffer. `text` is
+    // libsda's own string, so source and destination cannot overlap.
     unsafe {
         std::ptr::copy_nonoverlapping(text.as_ptr(), buf.cast::<u8>(), text.len());
         *buf.add(text.len()) = 0;
@@ -230,7 +239,10 @@ pub(crate) fn write_array<T, C>(
         )));
     }
     for (i, item) in items.iter().enumerate() {
-        // SAFETY: the caller's array holds `capacity` >= items.len() entries.
+        // SAFETY: the loop runs only when `items` is not empty, and then `out` is non-null (checked
+        // above). The caller's array is documented as `capacity` writable entries and
+        // capacity >= items.len() was checked above, so `out.add(i)` stays inside it; `write` does not
+        // read or drop the entry it overwrites, so an uninitialised array is fine.
         unsafe { out.add(i).write(convert(item)) };
     }
     Ok(())

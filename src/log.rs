@@ -43,9 +43,14 @@ pub type sda_log_callback = Option<
 
 /// `user_data` moves to whichever thread logs; the host promised it may (documented).
 struct HostData(*mut c_void);
-// SAFETY: the host's contract for sda_set_log_callback says user_data must be usable from any thread.
+// SAFETY: libsda never dereferences the pointer, it only hands it back to the host's callback. The
+// callback's documented contract (sda_log_callback) is that it may be called from any thread that
+// calls into libsda, with this user_data, so moving the pointer to another thread is what the host
+// agreed to when it registered the pair.
 unsafe impl Send for HostData {}
-// SAFETY: as above.
+// SAFETY: the sink holding HostData is an Arc shared by every thread that logs; `&HostData` only
+// yields a copy of the pointer (`get`), and concurrent callback calls with the same user_data are
+// allowed by the callback's documented thread-safety requirement.
 unsafe impl Sync for HostData {}
 
 impl HostData {
@@ -59,8 +64,16 @@ impl HostData {
 /// stops sending them. Without a callback libsda prints nothing, unless the environment variable
 /// `SDA_LOG` is set (`error`, `warn`, `info` or `debug`), in which case messages go to stderr.
 ///
-/// Thread safety: [thread-safe]; the callback is process-wide. Install it at start-up: a message being
-/// logged while the callback is replaced goes to the old or the new one.
+/// Lifetime: when this call returns, the previous callback is not running on any thread and will
+/// never be called again, so the host may free its `user_data` (and a binding its thunk) right
+/// away. The call waits for calls of the previous callback that are running on other threads.
+///
+/// The callback may call back into libsda (select a device, load the backend, even replace itself):
+/// that neither deadlocks nor recurses, because messages logged on a thread while it runs the
+/// callback are not delivered to it again. Replacing the callback from inside itself returns without
+/// waiting for its own frame.
+///
+/// Thread safety: [thread-safe]; the callback is process-wide.
 #[no_mangle]
 pub extern "C" fn sda_set_log_callback(
     callback: sda_log_callback,
@@ -71,7 +84,10 @@ pub extern "C" fn sda_set_log_callback(
             let data = HostData(user_data);
             let sink: log::Sink = Arc::new(move |level: Level, message: &str| {
                 let text = CString::new(message.replace('\0', " ")).unwrap_or_default();
-                // SAFETY: the host registered `cb` with this `user_data`; the text lives for the call.
+                // SAFETY: `cb` and `data` are the callback and user_data the host registered together
+                // through sda_set_log_callback, whose contract makes `cb` callable from any thread and
+                // forbids it to unwind into libsda. `text` is a NUL-terminated CString owned here and
+                // alive until `cb` returns, which is as long as the message is documented to be valid.
                 unsafe { cb(data.get(), level.into(), text.as_ptr()) }
             });
             sink

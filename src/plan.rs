@@ -81,8 +81,9 @@ pub struct sda_worker_plan {
 /// Thread safety: [thread-safe], [audio-thread].
 #[no_mangle]
 pub extern "C" fn sda_worker_plan_default() -> sda_worker_plan {
-    // SAFETY: all-zero bytes are a valid sda_worker_plan (integers, enums whose 0 is a variant,
-    // empty strings).
+    // SAFETY: sda_worker_plan is repr(C) of integers, c_char arrays (0 = empty string) and three
+    // enums whose 0 is a variant (sda_plan_strategy Cpu, sda_device_kind Cpu, sda_launcher None):
+    // all-zero bytes are a valid value of every field.
     let mut p: sda_worker_plan = unsafe { std::mem::zeroed() };
     p.struct_size = std::mem::size_of::<sda_worker_plan>() as u32;
     p
@@ -175,7 +176,8 @@ pub extern "C" fn sda_plan_workers(
         let env = worker.env_text();
         if env_buf.is_null() && env_capacity == 0 {
             if !env_needed.is_null() {
-                // SAFETY: a non-null env_needed points to a writable size_t (documented).
+                // SAFETY: `env_needed` is non-null (checked just above), and sda_plan_workers follows
+                // sda_config_get's buffer rules, under which a non-null `*needed` is a writable size_t.
                 unsafe { *env_needed = env.len() + 1 };
             }
         } else {

@@ -216,7 +216,9 @@ pub extern "C" fn sda_probe_batch(
     guard(|| {
         let context = context_of(context)?;
         let defaults = sda_probe_options_default();
-        // SAFETY: a non-null pointer must point to options from sda_probe_options_default().
+        // SAFETY: `as_ref` turns NULL into None (the defaults). A non-null `options` is documented as
+        // options from sda_probe_options_default(), readable and alive for the whole call; struct_size
+        // is checked right below before the other fields are used.
         let o = unsafe { options.as_ref() }.unwrap_or(&defaults);
         check_size(
             "options",
@@ -224,7 +226,9 @@ pub extern "C" fn sda_probe_batch(
             std::mem::size_of::<sda_probe_options>(),
             "sda_probe_options_default",
         )?;
-        // SAFETY: checked for NULL; the caller's result struct.
+        // SAFETY: `as_mut` turns NULL into None (SDA_ERR_NULL_POINTER). A non-null `out_result` is
+        // the caller's writable sda_probe_result from sda_probe_result_default(), alive for the call,
+        // and libsda holds no other reference to it.
         let result_slot = unsafe { out_result.as_mut() }
             .ok_or_else(|| Error::null_pointer("out_result is NULL".into()))?;
         check_size(
@@ -243,7 +247,10 @@ pub extern "C" fn sda_probe_batch(
             let data = o.workload_user_data;
             move |batch: u32| -> Result<()> {
                 let before = errors_stored();
-                // SAFETY: the host registered the callback with this user data.
+                // SAFETY: `cb` and `data` are options->custom_workload and options->workload_user_data,
+                // which the host set together for this probe; the probe calls them on this thread
+                // before sda_probe_batch returns, and the callback's contract forbids unwinding or
+                // longjmp through libsda.
                 let code = unsafe { cb(data, batch) };
                 callback_result(code, before, "the probe workload")
             }
@@ -262,7 +269,10 @@ pub extern "C" fn sda_probe_batch(
                     best_batch: p.best_batch,
                     budget_bytes: p.budget_bytes,
                 };
-                // SAFETY: the host registered the callback with this user data; `c` lives for the call.
+                // SAFETY: `cb` and `data` are options->progress and options->progress_user_data, set
+                // together by the host for this probe and called on this thread during it. `&c` points
+                // to a local sda_probe_progress that outlives the call, and the progress is documented
+                // as valid only during the call, so the host never keeps the pointer.
                 unsafe { cb(data, &c) }
             }
         });

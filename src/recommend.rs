@@ -61,7 +61,9 @@ pub struct sda_recommendation {
 /// Thread safety: [thread-safe], [audio-thread].
 #[no_mangle]
 pub extern "C" fn sda_recommendation_default() -> sda_recommendation {
-    // SAFETY: all-zero bytes are a valid sda_recommendation (integers, bools, floats, empty strings).
+    // SAFETY: sda_recommendation is repr(C) of integers, bools (0 = false), f64s (0 = 0.0), c_char
+    // arrays (0 = empty string) and `kind`, an sda_device_kind whose 0 is SDA_DEVICE_KIND_CPU:
+    // all-zero bytes are a valid value of every field.
     let mut r: sda_recommendation = unsafe { std::mem::zeroed() };
     r.struct_size = std::mem::size_of::<sda_recommendation>() as u32;
     r

@@ -35,13 +35,21 @@ fn verbosity(value: i32) -> Result<Verbosity> {
 
 /// A report too large for the caller's buffer, kept for the caller's next call with the same
 /// arguments on the same thread: the figures change between two gatherings, so a second gathering
-/// could need more room than the `*needed` the first one reported.
+/// could need more room than the `*needed` the first one reported. It is served only as that
+/// immediate retry: within [`PENDING_TTL`], while the context still has the selection it was
+/// gathered for, and to a buffer large enough for it; otherwise the report is gathered fresh.
 struct Pending {
     context: usize,
     verbosity: i32,
     json: bool,
+    /// The context's selection the report describes (its address: a new selection is a new Arc).
+    selection: usize,
+    gathered: std::time::Instant,
     text: String,
 }
+
+/// How long a report that did not fit waits for the retry with a larger buffer.
+const PENDING_TTL: std::time::Duration = std::time::Duration::from_secs(2);
 
 thread_local! {
     static PENDING: RefCell<Option<Pending>> = const { RefCell::new(None) };
@@ -58,13 +66,17 @@ fn report_into(
     let shared = context_of(context)?;
     let level = verbosity(verbosity_value)?;
     let key = context as usize;
+    let selection = std::sync::Arc::as_ptr(&shared.selected()?) as usize;
     let cached = PENDING.with(|p| {
         let mut slot = p.borrow_mut();
         match slot.take() {
             Some(pending)
                 if pending.context == key
                     && pending.verbosity == verbosity_value
-                    && pending.json == json =>
+                    && pending.json == json
+                    && pending.selection == selection
+                    && pending.gathered.elapsed() < PENDING_TTL
+                    && capacity > pending.text.len() =>
             {
                 Some(pending.text)
             }
@@ -91,6 +103,8 @@ fn report_into(
                 context: key,
                 verbosity: verbosity_value,
                 json,
+                selection,
+                gathered: std::time::Instant::now(),
                 text,
             })
         });
@@ -105,8 +119,9 @@ fn report_into(
 /// same facts as JSON.
 ///
 /// Buffer rules as `sda_config_get`. A report is gathered fresh on every call, except that after
-/// `SDA_ERR_BUFFER_TOO_SMALL` the next call on the same thread with the same context and verbosity
-/// returns the report that did not fit, so the size query and the second call agree.
+/// `SDA_ERR_BUFFER_TOO_SMALL` the retry on the same thread with the same context and verbosity and a
+/// buffer of at least `*needed` bytes, within 2 seconds and before the context selects another
+/// device, returns the report that did not fit, so the size query and the second call agree.
 ///
 /// Errors: `SDA_ERR_INVALID_ARGUMENT` for a verbosity other than 0 or 1.
 ///

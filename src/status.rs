@@ -194,7 +194,8 @@ pub extern "C" fn sda_set_error_message(message: *const c_char) -> Status {
         if message.is_null() {
             return Err(Error::null_pointer("message is NULL".into()));
         }
-        // SAFETY: a non-null message is a NUL-terminated string (documented).
+        // SAFETY: `message` is non-null (checked above), and sda_set_error_message documents it as a
+        // NUL-terminated string that is alive during the call; to_string_lossy copies what is kept.
         let text = unsafe { std::ffi::CStr::from_ptr(message) }.to_string_lossy();
         set_last_error(&text);
         Ok(())
@@ -251,9 +252,13 @@ mod tests {
     #[test]
     fn every_status_has_its_name() {
         for s in Status::ALL {
+            // SAFETY: sda_status_str never returns NULL: it returns a pointer into a static literal
+            // that ends in a NUL (name_nul_terminated), valid for the whole program.
             let name = unsafe { CStr::from_ptr(sda_status_str(*s as i32)) };
             assert_eq!(name.to_str().unwrap(), s.name());
         }
+        // SAFETY: for a code it does not know, sda_status_str returns the static literal
+        // "SDA_UNKNOWN_STATUS\0", NUL-terminated and never freed.
         let unknown = unsafe { CStr::from_ptr(sda_status_str(-5)) };
         assert_eq!(unknown.to_str().unwrap(), "SDA_UNKNOWN_STATUS");
     }

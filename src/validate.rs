@@ -35,7 +35,8 @@ pub struct sda_problem {
 }
 
 fn to_c(p: &Problem) -> sda_problem {
-    // SAFETY: all-zero bytes are a valid sda_problem (Info, empty strings).
+    // SAFETY: sda_problem is repr(C) of `severity`, an sda_severity whose 0 is Info, and c_char
+    // arrays (0 = empty string): all-zero bytes are a valid value.
     let mut c: sda_problem = unsafe { std::mem::zeroed() };
     c.severity = match p.severity {
         Severity::Info => sda_severity::Info,

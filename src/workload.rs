@@ -46,7 +46,9 @@ pub extern "C" fn sda_workload_default() -> sda_workload {
 
 /// Reads a workload pointer (NULL = the default).
 pub(crate) fn read_workload(workload: *const sda_workload) -> Result<Workload> {
-    // SAFETY: a non-null pointer must point to a workload from sda_workload_default().
+    // SAFETY: `as_ref` turns NULL into None (the default workload). A non-null `workload` is
+    // documented (sda_run_workload, sda_probe_options.workload) as an sda_workload from
+    // sda_workload_default(), readable and alive during the call; only copies of its fields are kept.
     let Some(w) = (unsafe { workload.as_ref() }) else {
         return Ok(Workload::default());
     };

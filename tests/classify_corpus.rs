@@ -337,6 +337,9 @@ fn classify_c(text: &str) -> Status {
 }
 
 fn last_error() -> String {
+    // SAFETY: sda_last_error_message() is documented never to return NULL and to point to this
+    // thread's NUL-terminated message, valid until the next libsda call on this thread; it is copied
+    // into a String here, before any other call.
     unsafe { CStr::from_ptr(sda_last_error_message()) }
         .to_string_lossy()
         .into_owned()

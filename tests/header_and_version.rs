@@ -47,6 +47,8 @@ fn version_macros_match_cargo_toml_and_the_library() {
     assert_eq!(macro_value(&header, "SDA_VERSION_MINOR"), parts[1]);
     assert_eq!(macro_value(&header, "SDA_VERSION_PATCH"), parts[2]);
     assert_eq!(macro_value(&header, "SDA_VERSION_STRING"), version);
+    // SAFETY: sda_version() is documented never to return NULL; it returns a static NUL-terminated
+    // literal (the crate version followed by a NUL), valid for the whole program.
     let runtime = unsafe { CStr::from_ptr(sda::status::sda_version()) };
     assert_eq!(runtime.to_str().unwrap(), version);
 }

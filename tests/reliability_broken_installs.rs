@@ -34,13 +34,20 @@ use sda::status::sda_last_error_message;
 use sda::status::Status;
 use sda::validate::{sda_problem, sda_validate_environment};
 use sda::workload::sda_run_workload;
+use sda_testkit::ChildRun;
 use std::ffi::{c_void, CStr, CString};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 const TEST: &str = "every_broken_install_is_backend_unavailable_with_a_fix_and_the_core_works";
 
+/// Copies a C string from libsda: only for sda_last_error_message() and the NUL-terminated c_char
+/// fields of the result structs below.
 fn cstr(p: *const std::os::raw::c_char) -> String {
+    // SAFETY: every caller passes either sda_last_error_message(), which is never NULL and stays valid
+    // until the next libsda call on this thread (none happens before the copy here), or a c_char
+    // array field of a local result struct that was zero-filled and then written by libsda
+    // NUL-terminated (truncated to fit); both end in a NUL and outlive this call.
     unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
 }
 
@@ -68,6 +75,8 @@ fn child() {
     println!("MESSAGE {}", message.replace('\n', " "));
     assert_eq!(first, Status::SDA_ERR_BACKEND_UNAVAILABLE, "{message}");
     assert_eq!(sda_backend_load(ctx), Status::SDA_ERR_BACKEND_UNAVAILABLE);
+    // SAFETY: sda_backend_details is repr(C) of two bools and c_char arrays, for which all-zero bytes
+    // are valid (false, empty strings).
     let mut details: sda_backend_details = unsafe { std::mem::zeroed() };
     assert_eq!(sda_backend_info(&mut details), Status::SDA_OK);
     assert!(!details.loaded);
@@ -79,18 +88,24 @@ fn child() {
     );
 
     // The core keeps working.
+    // SAFETY: sda_selection is repr(C) of `kind` (an sda_device_kind whose 0 is Cpu), an i32, a bool
+    // and c_char arrays (zero = empty string): all-zero bytes are a valid value.
     let mut sel: sda_selection = unsafe { std::mem::zeroed() };
     assert_eq!(
         sda_select_device(ctx, c"cpu".as_ptr(), &mut sel),
         Status::SDA_OK
     );
     assert_eq!(cstr(sel.device.as_ptr()), "cpu");
+    // SAFETY: sda_device_details is repr(C) of `kind` (an sda_device_kind whose 0 is Cpu), integers,
+    // bools and c_char arrays (zero = empty string): all-zero bytes are a valid value.
     let mut d: sda_device_details = unsafe { std::mem::zeroed() };
     assert_eq!(sda_device_info(ctx, &mut d), Status::SDA_OK);
     assert!(d.memory_total > 0);
     let mut m = sda_memory_figures::default();
     assert_eq!(sda_memory_info(ctx, &mut m), Status::SDA_OK);
     assert!(m.total > 0 && m.budget > 0);
+    // SAFETY: an array of sda_device_details, which is valid all-zero (see `d` above); the array
+    // adds no padding or invariant of its own.
     let mut devices: [sda_device_details; 8] = unsafe { std::mem::zeroed() };
     let mut count = 0;
     assert_eq!(
@@ -135,6 +150,8 @@ fn child() {
         Status::SDA_OK
     );
     // Validation lists the broken backend as an error, with its fix.
+    // SAFETY: sda_problem is repr(C) of `severity`, an sda_severity whose 0 is Info, and c_char
+    // arrays (zero = empty string): all-zero bytes are a valid sda_problem.
     let mut problems: Vec<sda_problem> = vec![unsafe { std::mem::zeroed() }; 32];
     let mut n = 0;
     assert_eq!(
@@ -494,20 +511,19 @@ fn every_broken_install_is_backend_unavailable_with_a_fix_and_the_core_works() {
     let mut failures = Vec::new();
     let mut names = Vec::new();
     for case in &cases {
-        let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
-        cmd.args(["--exact", TEST, "--nocapture", "--test-threads", "1"])
-            .env("SDA_BROKEN_CHILD", "1")
-            .env_remove("LD_LIBRARY_PATH")
-            .env_remove("SDA_BACKEND");
+        let mut run = ChildRun::test(TEST, "SDA_BROKEN_CHILD");
+        run.env_remove("LD_LIBRARY_PATH")
+            .env_remove("SDA_BACKEND")
+            .deadline(Duration::from_secs(180));
         if case.via_config {
-            cmd.env("SDA_BROKEN_CONFIG_BACKEND", &case.module);
+            run.env("SDA_BROKEN_CONFIG_BACKEND", &case.module);
         } else {
-            cmd.env("SDA_BACKEND", &case.module);
+            run.env("SDA_BACKEND", &case.module);
         }
         if let Some(p) = &case.ld_library_path {
-            cmd.env("LD_LIBRARY_PATH", p);
+            run.env("LD_LIBRARY_PATH", p);
         }
-        let out = rs::run_with_deadline(cmd, Duration::from_secs(180));
+        let out = run.run();
         let message = out
             .stdout
             .lines()

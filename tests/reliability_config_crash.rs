@@ -19,10 +19,11 @@ use reliability_support::{self as rs, Rng};
 use sda::config::{sda_config_free, sda_config_load, sda_config_save};
 use sda::status::Status;
 use sda_core::config::Config;
+use sda_testkit::ChildRun;
 use std::ffi::CString;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 const TEST_KILL: &str = "a_save_killed_at_random_points_leaves_the_old_or_the_new_file";
@@ -96,12 +97,11 @@ fn saver() {
 
 fn spawn_saver(test: &str, target: &Path, sources: &[&Path], saves: u64) -> Child {
     let joined: Vec<String> = sources.iter().map(|p| p.display().to_string()).collect();
-    Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", test, "--nocapture", "--test-threads", "1"])
-        .env("SDA_CRASH_CHILD", "1")
+    ChildRun::test(test, "SDA_CRASH_CHILD")
         .env("SDA_CRASH_TARGET", target)
         .env("SDA_CRASH_SOURCES", joined.join(":"))
         .env("SDA_CRASH_SAVES", saves.to_string())
+        .command()
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()

@@ -53,6 +53,7 @@ use sda::status::{sda_last_error_message, sda_set_error_message, sda_status_str,
 use sda::test_hooks::sda_debug_force_panic;
 use sda::validate::{sda_problem, sda_severity_str, sda_validate_environment};
 use sda::workload::{sda_run_workload, sda_workload, sda_workload_default};
+use sda_testkit::{ChildRun, MIB};
 use std::collections::BTreeMap;
 use std::ffi::{c_void, CStr, CString};
 use std::os::raw::c_char;
@@ -164,19 +165,16 @@ fn random_calls_with_bad_arguments_always_return_a_status() {
     let trace = dir.path().join("trace");
     println!("fuzz: seed {seed}, {calls} calls");
     let deadline = Duration::from_secs(180 + calls / 50);
-    let out = rs::run_self(
-        TEST,
-        &[
-            ("SDA_FUZZ_CHILD", "1".into()),
-            ("SDA_FUZZ_CALLS", calls.to_string()),
-            ("SDA_FUZZ_SEED", seed.to_string()),
-            ("SDA_FUZZ_TRACE", trace.display().to_string()),
-            // The child runs under RLIMIT_AS, which a CUDA context must not meet: the driver is
-            // shown no GPU, and "auto"/"cuda" take their no-GPU paths on every machine.
-            ("CUDA_VISIBLE_DEVICES", String::new()),
-        ],
-        deadline,
-    );
+    let out = ChildRun::test(TEST, "SDA_FUZZ_CHILD")
+        .env("SDA_FUZZ_CALLS", calls.to_string())
+        .env("SDA_FUZZ_SEED", seed.to_string())
+        .env("SDA_FUZZ_TRACE", &trace)
+        // The child runs under RLIMIT_AS, which a CUDA context must not meet: the driver is
+        // shown no GPU, and "auto"/"cuda" take their no-GPU paths on every machine.
+        .env("CUDA_VISIBLE_DEVICES", "")
+        .address_space_budget(2048 * MIB)
+        .deadline(deadline)
+        .run();
     if !out.success() {
         let last = std::fs::read_to_string(&trace).unwrap_or_default();
         panic!(
@@ -407,8 +405,8 @@ const TOML_TOKENS: &[&str] = &[
 ];
 
 fn vm_size_and_limit() {
-    // Warmed up (libtorch and its threads' arenas exist): 2 GiB more address space than now.
-    rs::limit_address_space(rs::vm_size() + 2048 * rs::MIB);
+    // Warmed up (libtorch and its threads exist): the parent's 2 GiB more address space than now.
+    sda_testkit::child::apply_address_space_budget();
 }
 
 fn child() {
@@ -457,7 +455,7 @@ fn child() {
     assert_eq!(sda_config_new(&mut config), Status::SDA_OK);
     let mut context = std::ptr::null_mut();
     assert_eq!(sda_context_new(config, &mut context), Status::SDA_OK);
-    let mut sel: sda_selection = unsafe { std::mem::zeroed() };
+    let mut sel = blank_selection();
     assert_eq!(
         sda_select_device(context, c"cpu".as_ptr(), &mut sel),
         Status::SDA_OK
@@ -537,6 +535,8 @@ impl Fuzz {
         std::fs::write(d.join("valid.toml"), "[hardware]\ndevice = \"cpu\"\n").unwrap();
         // A FIFO (opening it for reading would wait for a writer), and a file over the size limit.
         let fifo = CString::new(d.join("fifo").display().to_string()).unwrap();
+        // SAFETY: `fifo` is a CString, so the path is NUL-terminated, and it lives until after the
+        // call; mkfifo only reads the path and keeps no pointer to it.
         assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
         let big = std::fs::File::create(d.join("huge.toml")).unwrap();
         big.set_len(17 << 20).unwrap();
@@ -1391,7 +1391,7 @@ impl Fuzz {
         let (context, origin) = self.handle_origin_context();
         let pref = self.text(USEFUL_VALUES);
         let null_out = self.rng.chance(1, 12);
-        let mut sel: sda_selection = unsafe { std::mem::zeroed() };
+        let mut sel = blank_selection();
         self.begin("sda_select_device", &format!("{origin:?}, {:?}", pref.c));
         let s = sda_select_device(
             context,
@@ -1405,6 +1405,9 @@ impl Fuzz {
         let s = self.end("sda_select_device", s);
         self.check_handle("sda_select_device", origin, s);
         if s == Status::SDA_OK {
+            // SAFETY: `sel.device` is a 32-byte array of the local `sel`: zero-filled by
+            // blank_selection and, on SDA_OK, written by libsda NUL-terminated and truncated to fit
+            // (the field's documentation), so a NUL lies inside the array.
             let device = unsafe { CStr::from_ptr(sel.device.as_ptr()) };
             assert!(!device.to_bytes().is_empty());
         }
@@ -1412,7 +1415,7 @@ impl Fuzz {
 
     fn device_info(&mut self) {
         let (context, origin) = self.handle_origin_context();
-        let mut d: sda_device_details = unsafe { std::mem::zeroed() };
+        let mut d = blank_device_details();
         let null_out = self.rng.chance(1, 12);
         self.begin("sda_device_info", &format!("{origin:?}"));
         let s = sda_device_info(
@@ -1433,7 +1436,7 @@ impl Fuzz {
     fn list_devices(&mut self) {
         let (context, origin) = self.handle_origin_context();
         let cap = *self.rng.pick(&[0usize, 1, 2, 8]);
-        let mut devices: Vec<sda_device_details> = vec![unsafe { std::mem::zeroed() }; cap];
+        let mut devices: Vec<sda_device_details> = vec![blank_device_details(); cap];
         let null_array = self.rng.chance(1, 6);
         let mut count = 0usize;
         self.begin("sda_list_devices", &format!("{origin:?}, cap {cap}"));
@@ -1488,6 +1491,9 @@ impl Fuzz {
             let s = self.end("sda_backend_load", s);
             self.check_handle("sda_backend_load", origin, s);
         } else {
+            // SAFETY: sda_backend_details is repr(C) of two bools and c_char arrays, for which
+            // all-zero bytes are valid (false, empty strings): what libsda itself reports when no
+            // backend is loaded.
             let mut d: sda_backend_details = unsafe { std::mem::zeroed() };
             let null_out = self.rng.chance(1, 5);
             self.begin("sda_backend_info", "");
@@ -1834,6 +1840,10 @@ impl Fuzz {
             _ => sda_last_error_message(),
         };
         assert!(!p.is_null(), "{name} returned NULL");
+        // SAFETY: `p` is non-null (asserted above). The four *_str / version functions return static
+        // NUL-terminated literals; sda_last_error_message's text is NUL-terminated and valid until the
+        // next libsda call on this thread, and none happens before `text` is last used (`begin`, the
+        // one that does, ran before the call).
         let text = unsafe { CStr::from_ptr(p) };
         assert!(
             text.to_str().is_ok(),
@@ -1859,6 +1869,8 @@ impl Fuzz {
     fn validate(&mut self) {
         let (context, origin) = self.handle_origin_context();
         let cap = *self.rng.pick(&[0usize, 1, 4, 32]);
+        // SAFETY: sda_problem is repr(C) of `severity`, an sda_severity whose 0 is Info, and c_char
+        // arrays, for which zero is the empty string: all-zero bytes are a valid sda_problem.
         let mut problems: Vec<sda_problem> = vec![unsafe { std::mem::zeroed() }; cap];
         let mut count = 0usize;
         let load = self.rng.chance(1, 4);
@@ -1954,10 +1966,27 @@ impl Fuzz {
 fn last_error() -> String {
     let p = sda_last_error_message();
     assert!(!p.is_null());
+    // SAFETY: `p` is non-null (asserted above) and, as sda_last_error_message documents, points to
+    // this thread's NUL-terminated message, valid until the next libsda call on this thread; the text
+    // is copied into a String before any other call.
     unsafe { CStr::from_ptr(p) }
         .to_str()
         .expect("the last error is UTF-8")
         .to_string()
+}
+
+/// An `sda_selection` to pass as an out-parameter, zero-filled as a C host's `= {0}` would be.
+fn blank_selection() -> sda_selection {
+    // SAFETY: sda_selection is repr(C) of `kind` (an sda_device_kind whose 0 is Cpu), an i32, a bool
+    // and c_char arrays (zero = empty string): all-zero bytes are a valid value of every field.
+    unsafe { std::mem::zeroed() }
+}
+
+/// An `sda_device_details` to pass as an out-parameter, zero-filled as a C host's `= {0}` would be.
+fn blank_device_details() -> sda_device_details {
+    // SAFETY: sda_device_details is repr(C) of `kind` (an sda_device_kind whose 0 is Cpu), integers,
+    // bools and c_char arrays (zero = empty string): all-zero bytes are a valid value of every field.
+    unsafe { std::mem::zeroed() }
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -2036,7 +2065,7 @@ unsafe extern "C" fn work_nested(user_data: *mut c_void) -> i32 {
             w.freed_config = !w.config.is_null() && sda_config_free(w.config) == Status::SDA_OK;
         }
         5 => {
-            let mut sel: sda_selection = std::mem::zeroed();
+            let mut sel = blank_selection();
             let _ = sda_select_device(w.context, c"auto".as_ptr(), &mut sel);
         }
         6 => {

@@ -1,30 +1,39 @@
-//! Issue 7, item 7: out-of-memory torture with real allocation failures.
+//! Real out-of-memory errors, not simulated (issue 7, item 7). Everything goes through the C ABI, as
+//! a host would call it.
 //!
-//! One child process selects the CPU, warms up (libtorch loaded, its threads and heap arenas created),
-//! limits its address space to what it holds plus 768 MiB (`RLIMIT_AS`), and then provokes real CPU
-//! out-of-memory errors in libtorch's allocator, 500 of them, through every path a host has:
-//! - `sda_guarded_run` of work that runs the built-in workload at a batch far beyond the limit;
-//! - `sda_guarded_run_batched`, which meets the failure, recovers and retries smaller batches until
-//!   one fits (every failed attempt is a real OOM);
-//! - `sda_probe_batch` with a custom workload that runs the built-in workload at oversized batches,
-//!   so that its measuring runs fail for real (some probes find nothing that fits, some find a batch
-//!   after failures).
+//! Each test runs its work in a child process (sda_testkit's `ChildRun`, gated by `SDA_OOM_CHILD`)
+//! that selects the CPU, warms up (libtorch loaded, its threads and heap arena created), limits its
+//! address space to what it holds plus 768 MiB (`RLIMIT_AS`, one glibc heap arena) and then provokes
+//! real CPU out-of-memory errors in libtorch's allocator:
 //!
-//! Every failure must come back as `SDA_ERR_OUT_OF_MEMORY` (the probe counts each as an OOM run),
-//! the resident set (sampled every 25 OOMs after returning free heap pages) may not grow by 2 % or
-//! more between the first and the last third of the run (its floor, after 100 OOMs), and the
-//! process must still compute afterwards.
+//! - `real_cpu_oom_under_rlimit_is_reported_recovered_and_leaves_rss_flat`: one OOM in detail (the
+//!   report's numbers, the suggested smaller batch and libtorch's own text, the last error), the
+//!   suggested batch running in the same process, the batched variant finding a batch by itself,
+//!   then 200 OOMs in a row leaving the resident set where it started (within 2 %).
+//! - `hundreds_of_real_ooms_are_reported_recovered_and_leave_rss_flat`, the torture: 500 OOMs (5000
+//!   in `make reliability`, `SDA_OOM_COUNT` overrides) through every path a host has, chosen at
+//!   random from a printed seed (`SDA_OOM_SEED`):
+//!   - `sda_guarded_run` of work that runs the built-in workload at a batch far beyond the limit;
+//!   - `sda_guarded_run_batched`, which meets the failure, recovers and retries smaller batches until
+//!     one fits (every failed attempt is a real OOM);
+//!   - `sda_probe_batch` with a custom workload that runs the built-in workload at oversized
+//!     batches, so that its measuring runs fail for real (some probes find nothing that fits, some
+//!     find a batch after failures).
 //!
-//! Sizes: 500 OOMs in `make test`, 5000 in `make reliability` (`SDA_OOM_COUNT` overrides).
+//!   Every failure must come back as `SDA_ERR_OUT_OF_MEMORY` (the probe counts each as an OOM run),
+//!   the resident set (sampled every 25 OOMs after returning free heap pages) may not grow by 2 % or
+//!   more between the first and the last third of the run (its floor, after 100 OOMs), and the
+//!   process must still compute afterwards. Its figures are a row of RELIABILITY.md.
 
 mod reliability_support;
 
-use reliability_support::{self as rs, Rng, MIB};
-use sda::config::{sda_config_free, sda_config_new};
+use reliability_support::{self as rs, Rng};
+use sda::config::{sda_config, sda_config_free, sda_config_new};
 use sda::context::{sda_context, sda_context_free, sda_context_new};
 use sda::device::{sda_select_device, sda_selection};
 use sda::guarded_run::{
-    sda_guard_options_default, sda_guarded_run, sda_guarded_run_batched, sda_run_report_default,
+    sda_guard_options, sda_guard_options_default, sda_guarded_run, sda_guarded_run_batched,
+    sda_run_report, sda_run_report_default,
 };
 use sda::memory::sda_clear_cache;
 use sda::probe::sda_probe_stop;
@@ -32,16 +41,26 @@ use sda::probe::{sda_probe_batch, sda_probe_options_default, sda_probe_result_de
 use sda::status::sda_last_error_message;
 use sda::status::Status;
 use sda::workload::{sda_run_workload, sda_workload, sda_workload_default};
-use std::ffi::{c_void, CStr};
+use sda_testkit::child::{self, ChildRun};
+use sda_testkit::memory::{self, MIB};
+use std::ffi::{c_char, c_void, CStr};
 use std::time::{Duration, Instant};
 
-const TEST: &str = "hundreds_of_real_ooms_are_reported_recovered_and_leave_rss_flat";
+/// The variable that tells a test that it is the child doing the work.
+const ROLE: &str = "SDA_OOM_CHILD";
 /// Address space the child may use above what it holds after warming up.
 const BUDGET: u64 = 768 * MIB;
-/// A batch whose conv1d output (256 × 48000 fp32 = 47 MiB per sample, 1.8 GiB) is far beyond the
-/// budget, while its input (188 KiB per sample, filled with random numbers first) stays cheap.
+/// The torture's oversized batch: its conv1d output (256 × 48000 fp32 = 47 MiB per sample, 1.8 GiB)
+/// is far beyond the budget, while its input (188 KiB per sample, filled with random numbers first)
+/// stays cheap.
 const TOO_LARGE: u32 = 40;
+/// The detailed test's oversized batch (4.7 GiB of output): so far beyond the budget that the
+/// suggested batch is a long way down, while its input (18.8 MiB) still fits: the failure comes
+/// from the big allocation.
+const FAR_TOO_LARGE: u32 = 100;
 
+/// The workload used here: one second of 48 kHz audio as in the seeds, with more filters and a short
+/// kernel, so that memory is large and compute stays fast.
 fn workload() -> sda_workload {
     let mut w = sda_workload_default();
     w.out_channels = 256;
@@ -50,54 +69,249 @@ fn workload() -> sda_workload {
     w
 }
 
+/// A host's work: the workload on a context at a batch, counting how each run ended.
 struct Work {
     context: *const sda_context,
     workload: sda_workload,
+    /// Single guarded runs: the batch they run.
     batch: u32,
     /// Probes: each probe batch runs `scale` × batch samples.
     scale: u32,
+    /// Runs that ran out of memory.
     ooms: u64,
-    other: u64,
-}
-
-unsafe extern "C" fn run_fixed(user_data: *mut c_void) -> i32 {
-    let w = &mut *(user_data as *mut Work);
-    let s = sda_run_workload(w.context, &w.workload, w.batch);
-    w.count(s);
-    s as i32
-}
-
-unsafe extern "C" fn run_batch(user_data: *mut c_void, batch: u32, _steps: u32) -> i32 {
-    let w = &mut *(user_data as *mut Work);
-    let s = sda_run_workload(w.context, &w.workload, batch);
-    w.count(s);
-    s as i32
-}
-
-unsafe extern "C" fn run_probe(user_data: *mut c_void, batch: u32) -> i32 {
-    let w = &mut *(user_data as *mut Work);
-    let s = sda_run_workload(w.context, &w.workload, batch.saturating_mul(w.scale));
-    w.count(s);
-    s as i32
 }
 
 impl Work {
-    fn count(&mut self, s: Status) {
+    /// The workload on `context`, no run yet.
+    fn new(context: *const sda_context) -> Work {
+        Work {
+            context,
+            workload: workload(),
+            batch: 1,
+            scale: 1,
+            ooms: 0,
+        }
+    }
+
+    /// The callbacks' `user_data`. Derived afresh for each call into libsda, so that no pointer
+    /// outlives a direct use of the `Work`.
+    fn user_data(&mut self) -> *mut c_void {
+        (self as *mut Work).cast()
+    }
+
+    /// Runs the workload at `batch`, counting an OOM; any other failure ends the child (a finding).
+    fn run(&mut self, batch: u32) -> i32 {
+        let s = sda_run_workload(self.context, &self.workload, batch);
         match s {
             Status::SDA_OK => {}
             Status::SDA_ERR_OUT_OF_MEMORY => self.ooms += 1,
-            other => {
-                self.other += 1;
-                panic!(
-                    "the workload failed with {} instead of running out of memory: {}",
-                    other.name(),
-                    unsafe { CStr::from_ptr(sda_last_error_message()) }.to_string_lossy()
-                );
-            }
+            other => panic!(
+                "the workload failed with {} instead of running out of memory: {}",
+                other.name(),
+                last_error()
+            ),
         }
+        s as i32
     }
 }
 
+/// A host's work callback: runs the workload at the batch in `Work` (single runs).
+unsafe extern "C" fn run_fixed(user_data: *mut c_void) -> i32 {
+    // SAFETY: every caller passes Work::user_data() of a live Work that nothing else touches while
+    // libsda runs this callback on the calling thread.
+    let w = unsafe { &mut *user_data.cast::<Work>() };
+    w.run(w.batch)
+}
+
+/// A host's batched work callback: runs the workload at the batch the guard chose.
+unsafe extern "C" fn run_batch(user_data: *mut c_void, batch: u32, _steps: u32) -> i32 {
+    // SAFETY: as in run_fixed: a live Work, used only by this callback during the call.
+    let w = unsafe { &mut *user_data.cast::<Work>() };
+    w.run(batch)
+}
+
+/// A probe's custom workload: `scale` × the probe's batch.
+unsafe extern "C" fn run_probe(user_data: *mut c_void, batch: u32) -> i32 {
+    // SAFETY: as in run_fixed: a live Work, used only by this callback during the call.
+    let w = unsafe { &mut *user_data.cast::<Work>() };
+    w.run(batch.saturating_mul(w.scale))
+}
+
+/// Copies a NUL-terminated text from libsda.
+fn text(p: *const c_char) -> String {
+    // SAFETY: callers pass sda_last_error_message() (never NULL, valid until the next libsda call on
+    // this thread, which comes after the copy) or the guidance array of a report that
+    // sda_run_report_default zero-filled and libsda wrote NUL-terminated; both outlive this call.
+    unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
+}
+
+fn last_error() -> String {
+    text(sda_last_error_message())
+}
+
+fn guidance(report: &sda_run_report) -> String {
+    text(report.guidance.as_ptr())
+}
+
+/// A config and a context on the CPU, as a host makes them.
+fn cpu_context() -> (*mut sda_config, *mut sda_context) {
+    let mut config = std::ptr::null_mut();
+    assert_eq!(sda_config_new(&mut config), Status::SDA_OK);
+    let mut context = std::ptr::null_mut();
+    assert_eq!(sda_context_new(config, &mut context), Status::SDA_OK);
+    // SAFETY: sda_selection is repr(C) of `kind` (an sda_device_kind whose 0 is Cpu), an i32, a bool
+    // and c_char arrays (zero = empty string): all-zero bytes are a valid value of every field.
+    let mut selection: sda_selection = unsafe { std::mem::zeroed() };
+    assert_eq!(
+        sda_select_device(context, c"cpu".as_ptr(), &mut selection),
+        Status::SDA_OK
+    );
+    (config, context)
+}
+
+fn free(config: *mut sda_config, context: *mut sda_context) {
+    assert_eq!(sda_context_free(context), Status::SDA_OK);
+    assert_eq!(sda_config_free(config), Status::SDA_OK);
+}
+
+/// Guard options for a run at `batch` within the budget.
+fn guard_options(batch: u32) -> sda_guard_options {
+    let mut options = sda_guard_options_default();
+    options.batch_size = batch;
+    options.budget_bytes = BUDGET;
+    options
+}
+
+/// One guarded run of the workload at `batch`.
+fn guarded(work: &mut Work, batch: u32) -> (Status, sda_run_report) {
+    work.batch = batch;
+    let options = guard_options(batch);
+    let mut report = sda_run_report_default();
+    let status = sda_guarded_run(
+        work.context,
+        Some(run_fixed),
+        work.user_data(),
+        &options,
+        &mut report,
+    );
+    (status, report)
+}
+
+/// One batched guarded run starting at `options.batch_size`.
+fn batched(work: &mut Work, options: &sda_guard_options) -> (Status, sda_run_report) {
+    let mut report = sda_run_report_default();
+    let status = sda_guarded_run_batched(
+        work.context,
+        Some(run_batch),
+        work.user_data(),
+        options,
+        &mut report,
+    );
+    (status, report)
+}
+
+#[test]
+fn real_cpu_oom_under_rlimit_is_reported_recovered_and_leaves_rss_flat() {
+    if child::is_child(ROLE) {
+        one_oom_in_detail();
+        return;
+    }
+    let out = ChildRun::test(
+        "real_cpu_oom_under_rlimit_is_reported_recovered_and_leaves_rss_flat",
+        ROLE,
+    )
+    .address_space_budget(BUDGET)
+    .deadline(Duration::from_secs(300))
+    .run();
+    println!("{}", out.stdout);
+    out.assert_success("OOM child failed");
+    assert!(out.stdout.contains("200 OOMs"), "{}", out.stdout);
+}
+
+/// The child of the detailed test: select the CPU, warm up, limit the address space, then fail and
+/// recover for real.
+fn one_oom_in_detail() {
+    let (config, context) = cpu_context();
+    let mut work = Work::new(context);
+    // Warm up: libtorch loaded, its thread pool and heap arena created, before the limit is taken.
+    let (status, _) = guarded(&mut work, 2);
+    assert_eq!(status, Status::SDA_OK);
+    child::apply_address_space_budget().expect("the parent gave a budget");
+
+    // 1. A real OOM, reported with numbers and a concrete smaller batch.
+    let (status, report) = guarded(&mut work, FAR_TOO_LARGE);
+    let text = guidance(&report);
+    println!("oom: {text}");
+    assert_eq!(status, Status::SDA_ERR_OUT_OF_MEMORY, "{text}");
+    assert_eq!(report.status, Status::SDA_ERR_OUT_OF_MEMORY);
+    assert!(
+        report.measured && report.failed_allocation_bytes > 0,
+        "{text}"
+    );
+    let suggested = report.suggested_batch;
+    assert!(
+        suggested > 0 && suggested < FAR_TOO_LARGE,
+        "suggested {suggested}: {text}"
+    );
+    assert!(text.contains(&format!("try batch {suggested}")), "{text}");
+    assert!(
+        text.contains("can't allocate memory"),
+        "libtorch's own text is quoted: {text}"
+    );
+    assert_eq!(
+        report.memory_after, report.memory_before,
+        "recovery released the attempt"
+    );
+    assert_eq!(last_error(), text, "the last error is the guidance");
+
+    // 2. The next run, at the suggested batch, succeeds in the same process.
+    let (status, report) = guarded(&mut work, suggested);
+    assert_eq!(
+        status,
+        Status::SDA_OK,
+        "batch {suggested}: {}",
+        guidance(&report)
+    );
+    println!(
+        "suggested batch {suggested} ran; peak {} MiB",
+        report.peak_bytes / MIB
+    );
+
+    // 3. The batched variant finds a fitting batch by itself, logging each retry.
+    let (status, report) = batched(&mut work, &guard_options(FAR_TOO_LARGE));
+    assert_eq!(status, Status::SDA_OK, "{}", guidance(&report));
+    assert!(report.oom_attempts >= 1 && report.final_batch < FAR_TOO_LARGE);
+    println!(
+        "batched: {} attempts, {} OOM, final batch {}",
+        report.attempts, report.oom_attempts, report.final_batch
+    );
+
+    // 4. 200 OOMs in a row leave the resident set where it started (within 2 %).
+    for _ in 0..5 {
+        guarded(&mut work, FAR_TOO_LARGE);
+    }
+    let start = memory::rss();
+    for i in 0..200 {
+        let (status, _) = guarded(&mut work, FAR_TOO_LARGE);
+        assert_eq!(status, Status::SDA_ERR_OUT_OF_MEMORY, "OOM #{i}");
+    }
+    let end = memory::rss();
+    let growth = (end as f64 - start as f64) / start as f64;
+    println!(
+        "200 OOMs: RSS {} -> {} MiB ({:+.2} %)",
+        start / MIB,
+        end / MIB,
+        growth * 100.0
+    );
+    assert!(growth < 0.02, "RSS grew {:.2} %", growth * 100.0);
+    // Still computing afterwards.
+    let (status, _) = guarded(&mut work, 1);
+    assert_eq!(status, Status::SDA_OK);
+
+    free(config, context);
+}
+
+/// How many of each path the torture took, and how many OOMs came through each.
 #[derive(Default)]
 struct Tally {
     guarded: u64,
@@ -108,33 +322,69 @@ struct Tally {
     via_probe: u64,
 }
 
-fn child() {
+const TORTURE: &str = "hundreds_of_real_ooms_are_reported_recovered_and_leave_rss_flat";
+
+#[test]
+fn hundreds_of_real_ooms_are_reported_recovered_and_leave_rss_flat() {
+    if child::is_child(ROLE) {
+        torture();
+        return;
+    }
+    let count = rs::size("SDA_OOM_COUNT", 500, 5000);
+    let seed = rs::seed("SDA_OOM_SEED");
+    let out = ChildRun::test(TORTURE, ROLE)
+        .env("SDA_OOM_COUNT", count.to_string())
+        .env("SDA_OOM_SEED", seed.to_string())
+        .address_space_budget(BUDGET)
+        .deadline(Duration::from_secs(300 + count / 5))
+        .run();
+    out.assert_success(&format!("OOM child failed (replay: SDA_OOM_SEED={seed})"));
+    let f = |k: &str| out.field(k).unwrap();
+    for line in out.stdout.lines() {
+        if line.contains("OOMs in") || line.contains("RSS samples") {
+            println!("{line}");
+        }
+    }
+    rs::record(
+        "7. OOM torture",
+        "real CPU out-of-memory errors (child under RLIMIT_AS = warmed-up size + 768 MiB, libtorch's \
+         allocator failing) in one process, through sda_guarded_run, sda_guarded_run_batched \
+         (recover + retry smaller) and sda_probe_batch (custom workload whose measuring runs fail)",
+        &format!(
+            "{} OOMs: {} guarded runs, {} in {} batched runs, {} in {} probes (seed {seed})",
+            f("ooms"),
+            f("via_guarded"),
+            f("via_batched"),
+            f("batched"),
+            f("via_probe"),
+            f("probes")
+        ),
+        &format!(
+            "every one reported as SDA_ERR_OUT_OF_MEMORY (the probes counted each as an OOM run); \
+             resident set sampled every 25 OOMs after sda_clear_cache: floor {} → {} MiB ({}%, \
+             limit < 2 %), median {} → {} MiB; the process still computed afterwards; {} s",
+            f("rss_first_mib"),
+            f("rss_last_mib"),
+            f("growth"),
+            f("median_first_mib"),
+            f("median_last_mib"),
+            f("seconds")
+        ),
+    );
+}
+
+/// The torture's child: `SDA_OOM_COUNT` real OOMs through paths drawn from `SDA_OOM_SEED`.
+fn torture() {
     let target: u64 = std::env::var("SDA_OOM_COUNT").unwrap().parse().unwrap();
     let seed: u64 = std::env::var("SDA_OOM_SEED").unwrap().parse().unwrap();
     let mut rng = Rng::new(seed);
-    let mut config = std::ptr::null_mut();
-    assert_eq!(sda_config_new(&mut config), Status::SDA_OK);
-    let mut context = std::ptr::null_mut();
-    assert_eq!(sda_context_new(config, &mut context), Status::SDA_OK);
-    let mut sel: sda_selection = unsafe { std::mem::zeroed() };
-    assert_eq!(
-        sda_select_device(context, c"cpu".as_ptr(), &mut sel),
-        Status::SDA_OK
-    );
-    let mut work = Work {
-        context,
-        workload: workload(),
-        batch: 2,
-        scale: 1,
-        ooms: 0,
-        other: 0,
-    };
-    let wp = (&mut work as *mut Work).cast::<c_void>();
-    // Warm up before the limit: libtorch, its thread pool and the threads' heap arenas.
+    let (config, context) = cpu_context();
+    let mut work = Work::new(context);
+    // Warm up before the limit: libtorch, its thread pool and the threads' heap arena.
     for b in [2, 4, 8] {
         assert_eq!(sda_run_workload(context, &work.workload, b), Status::SDA_OK);
     }
-    rs::limit_address_space(rs::vm_size() + BUDGET);
+    child::apply_address_space_budget().expect("the parent gave a budget");
 
     let mut tally = Tally::default();
     let mut rss_samples: Vec<(u64, u64)> = Vec::new(); // (ooms so far, rss)
@@ -152,12 +402,7 @@ fn child() {
         };
         match path {
             0..=5 => {
-                work.batch = TOO_LARGE;
-                let mut options = sda_guard_options_default();
-                options.batch_size = TOO_LARGE;
-                options.budget_bytes = BUDGET;
-                let mut report = sda_run_report_default();
-                let s = sda_guarded_run(context, Some(run_fixed), wp, &options, &mut report);
+                let (s, report) = guarded(&mut work, TOO_LARGE);
                 assert_eq!(s, Status::SDA_ERR_OUT_OF_MEMORY);
                 assert_eq!(report.status, Status::SDA_ERR_OUT_OF_MEMORY);
                 assert!(report.suggested_batch < TOO_LARGE && report.guidance[0] != 0);
@@ -169,16 +414,10 @@ fn child() {
                 tally.via_guarded += work.ooms - before;
             }
             6 => {
-                let mut options = sda_guard_options_default();
-                options.batch_size = TOO_LARGE;
-                options.budget_bytes = BUDGET;
+                let mut options = guard_options(TOO_LARGE);
                 options.max_attempts = 16;
-                let mut report = sda_run_report_default();
-                let s =
-                    sda_guarded_run_batched(context, Some(run_batch), wp, &options, &mut report);
-                assert_eq!(s, Status::SDA_OK, "{}", unsafe {
-                    CStr::from_ptr(report.guidance.as_ptr()).to_string_lossy()
-                });
+                let (s, report) = batched(&mut work, &options);
+                assert_eq!(s, Status::SDA_OK, "{}", guidance(&report));
                 assert!(report.final_batch >= 1 && report.final_batch < TOO_LARGE);
                 assert_eq!(u64::from(report.oom_attempts), work.ooms - before);
                 assert!(report.oom_attempts >= 1);
@@ -191,14 +430,12 @@ fn child() {
                 work.scale = *rng.pick(&[20, 20, 20, 10]);
                 let mut options = sda_probe_options_default();
                 options.custom_workload = Some(run_probe);
-                options.workload_user_data = wp;
+                options.workload_user_data = work.user_data();
                 options.budget_bytes = BUDGET;
                 options.max_batch = 64;
                 let mut result = sda_probe_result_default();
                 let s = sda_probe_batch(context, &options, &mut result);
-                assert_eq!(s, Status::SDA_OK, "{}", unsafe {
-                    CStr::from_ptr(sda_last_error_message()).to_string_lossy()
-                });
+                assert_eq!(s, Status::SDA_OK, "{}", last_error());
                 let ooms = work.ooms - before;
                 assert!(ooms >= 1, "the probe met no OOM");
                 assert_eq!(
@@ -217,15 +454,17 @@ fn child() {
         // CPU), so that a sample does not depend on which run came last.
         if rss_samples.last().is_none_or(|l| work.ooms / 25 > l.0 / 25) {
             assert_eq!(sda_clear_cache(context), Status::SDA_OK);
-            rss_samples.push((work.ooms, rs::rss()));
+            rss_samples.push((work.ooms, memory::rss()));
         }
     }
     let secs = started.elapsed().as_secs_f64();
     // Growth: the floor (lowest sample) of the last third of the run against the floor of the first
-    // third, both after the first 100 OOMs (libtorch's kernel caches and the heap arenas settled).
-    // Measured here: the resident set jumps between a few levels 7-22 MiB apart from one sample to
-    // the next (blocks libtorch and oneDNN keep for a while, then give back), in every path, with a
-    // flat floor. A leak lifts every sample, the floor included; the medians are reported too.
+    // third, both after the first 100 OOMs (libtorch's kernel caches and the heap arena settled).
+    // Measured when threads had heap arenas of their own: the resident set jumped between levels
+    // 7-22 MiB apart from one sample to the next (blocks libtorch and oneDNN keep for a while, then
+    // give back), in every path, with a flat floor; with the one arena children have now, the
+    // samples stay within a MiB (floor and median 143 -> 143 MiB). A leak lifts every sample, the
+    // floor included; the medians are reported too.
     let settled: Vec<u64> = rss_samples
         .iter()
         .filter(|s| s.0 >= 100.min(target / 4))
@@ -266,11 +505,16 @@ fn child() {
     work.batch = 1;
     let mut report = sda_run_report_default();
     assert_eq!(
-        sda_guarded_run(context, Some(run_fixed), wp, std::ptr::null(), &mut report),
+        sda_guarded_run(
+            context,
+            Some(run_fixed),
+            work.user_data(),
+            std::ptr::null(),
+            &mut report
+        ),
         Status::SDA_OK
     );
-    assert_eq!(sda_context_free(context), Status::SDA_OK);
-    assert_eq!(sda_config_free(config), Status::SDA_OK);
+    free(config, context);
     println!(
         "RESULT ooms={} seconds={secs:.1} growth={growth:.2} rss_first_mib={} rss_last_mib={} \
          median_first_mib={} median_last_mib={} guarded={} via_guarded={} batched={} via_batched={} probes={} via_probe={}",
@@ -285,61 +529,5 @@ fn child() {
         tally.via_batched,
         tally.probes,
         tally.via_probe
-    );
-}
-
-#[test]
-fn hundreds_of_real_ooms_are_reported_recovered_and_leave_rss_flat() {
-    if std::env::var_os("SDA_OOM_CHILD").is_some() {
-        child();
-        return;
-    }
-    let count = rs::size("SDA_OOM_COUNT", 500, 5000);
-    let seed = rs::seed("SDA_OOM_SEED");
-    let out = rs::run_self(
-        TEST,
-        &[
-            ("SDA_OOM_CHILD", "1".into()),
-            ("SDA_OOM_COUNT", count.to_string()),
-            ("SDA_OOM_SEED", seed.to_string()),
-        ],
-        Duration::from_secs(300 + count / 5),
-    );
-    assert!(
-        out.success(),
-        "OOM child failed (replay: SDA_OOM_SEED={seed}): {}",
-        out.describe()
-    );
-    let f = |k: &str| out.field(k).unwrap();
-    for line in out.stdout.lines() {
-        if line.contains("OOMs in") || line.contains("RSS samples") {
-            println!("{line}");
-        }
-    }
-    rs::record(
-        "7. OOM torture",
-        "real CPU out-of-memory errors (child under RLIMIT_AS = warmed-up size + 768 MiB, libtorch's \
-         allocator failing) in one process, through sda_guarded_run, sda_guarded_run_batched \
-         (recover + retry smaller) and sda_probe_batch (custom workload whose measuring runs fail)",
-        &format!(
-            "{} OOMs: {} guarded runs, {} in {} batched runs, {} in {} probes (seed {seed})",
-            f("ooms"),
-            f("via_guarded"),
-            f("via_batched"),
-            f("batched"),
-            f("via_probe"),
-            f("probes")
-        ),
-        &format!(
-            "every one reported as SDA_ERR_OUT_OF_MEMORY (the probes counted each as an OOM run); \
-             resident set sampled every 25 OOMs after sda_clear_cache: floor {} → {} MiB ({}%, \
-             limit < 2 %), median {} → {} MiB; the process still computed afterwards; {} s",
-            f("rss_first_mib"),
-            f("rss_last_mib"),
-            f("growth"),
-            f("median_first_mib"),
-            f("median_last_mib"),
-            f("seconds")
-        ),
     );
 }

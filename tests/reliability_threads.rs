@@ -27,6 +27,7 @@ use sda::guarded_run::{
 use sda::memory::{sda_memory_figures, sda_memory_info};
 use sda::status::Status;
 use sda::status::{sda_last_error_message, sda_set_error_message};
+use sda_testkit::ChildRun;
 use std::ffi::{c_void, CStr, CString};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -41,8 +42,13 @@ struct Handles {
     config: *mut sda_config,
     context: *mut sda_context,
 }
-// SAFETY: libsda handles may be used from any thread (that is what is tested).
+// SAFETY: the two pointers are libsda handles: numbers that libsda looks up in its registry of live
+// handles, never memory this test or libsda dereferences. The header documents every export called
+// with them here as [thread-safe], and a handle freed on another thread is refused with
+// SDA_ERR_INVALID_HANDLE, so moving them to other threads is allowed (and is what is tested).
 unsafe impl Send for Handles {}
+// SAFETY: Handles has no interior mutability: a `&Handles` only lets a thread copy the two handle
+// values, which (see Send above) any thread may pass to libsda's thread-safe exports concurrently.
 unsafe impl Sync for Handles {}
 
 #[test]
@@ -54,15 +60,11 @@ fn eight_threads_share_one_context_without_crash_deadlock_or_inconsistency() {
     let per_thread = rs::size("SDA_THREADS_CALLS", 10_000, 200_000);
     let seed = rs::seed("SDA_THREADS_SEED");
     let deadline = Duration::from_secs(240 + per_thread / 100);
-    let out = rs::run_self(
-        TEST,
-        &[
-            ("SDA_THREADS_CHILD", "1".into()),
-            ("SDA_THREADS_CALLS", per_thread.to_string()),
-            ("SDA_THREADS_SEED", seed.to_string()),
-        ],
-        deadline,
-    );
+    let out = ChildRun::test(TEST, "SDA_THREADS_CHILD")
+        .env("SDA_THREADS_CALLS", per_thread.to_string())
+        .env("SDA_THREADS_SEED", seed.to_string())
+        .deadline(deadline)
+        .run();
     assert!(
         out.success(),
         "threads child failed (replay: SDA_THREADS_SEED={seed}): {}",
@@ -93,8 +95,21 @@ fn eight_threads_share_one_context_without_crash_deadlock_or_inconsistency() {
     );
 }
 
+/// Copies a C string from libsda: only for sda_last_error_message() and the NUL-terminated c_char
+/// fields of the result structs below.
 fn cstr(p: *const std::os::raw::c_char) -> String {
+    // SAFETY: every caller passes either sda_last_error_message(), which is never NULL and stays valid
+    // until the next libsda call on this thread (none happens before the copy here), or a c_char
+    // array field of a local result struct that blank_device_details zero-filled or libsda wrote
+    // NUL-terminated (truncated to fit); both end in a NUL and outlive this call.
     unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
+}
+
+/// An `sda_device_details` to pass as an out-parameter, zero-filled as a C host's `= {0}` would be.
+fn blank_device_details() -> sda_device_details {
+    // SAFETY: sda_device_details is repr(C) of `kind` (an sda_device_kind whose 0 is Cpu), integers,
+    // bools and c_char arrays (zero = empty string): all-zero bytes are a valid value of every field.
+    unsafe { std::mem::zeroed() }
 }
 
 fn get(config: *mut sda_config, key: &CStr) -> String {
@@ -151,7 +166,7 @@ fn worker(t: usize, h: Handles, per_thread: u64, seed: u64, progress: &Progress)
         progress.calls[t].store(i, Ordering::Relaxed);
         match rng.below(100) {
             0..=14 => {
-                let mut d: sda_device_details = unsafe { std::mem::zeroed() };
+                let mut d = blank_device_details();
                 assert_eq!(sda_device_info(h.context, &mut d), Status::SDA_OK);
                 let name = format!(
                     "{}|{}|{}",
@@ -177,6 +192,8 @@ fn worker(t: usize, h: Handles, per_thread: u64, seed: u64, progress: &Progress)
                 assert!(m.process_resident > 0 && m.peak >= m.allocated, "{m:?}");
             }
             28..=35 => {
+                // SAFETY: sda_selection is repr(C) of `kind` (an sda_device_kind whose 0 is Cpu), an
+                // i32, a bool and c_char arrays (zero = empty string): all-zero bytes are valid.
                 let mut sel: sda_selection = unsafe { std::mem::zeroed() };
                 assert_eq!(
                     sda_select_device(h.context, c"cpu".as_ptr(), &mut sel),
@@ -288,7 +305,7 @@ fn worker(t: usize, h: Handles, per_thread: u64, seed: u64, progress: &Progress)
                 // Private contexts created and freed next to the shared one.
                 let mut ctx = std::ptr::null_mut();
                 assert_eq!(sda_context_new(h.config, &mut ctx), Status::SDA_OK);
-                let mut d: sda_device_details = unsafe { std::mem::zeroed() };
+                let mut d = blank_device_details();
                 let _ = sda_device_info(ctx, &mut d);
                 assert_eq!(sda_context_free(ctx), Status::SDA_OK);
                 assert_eq!(sda_context_free(ctx), Status::SDA_ERR_INVALID_HANDLE);
@@ -367,7 +384,7 @@ fn child() {
                 for i in 0..2000u64 {
                     let after_free = freed.load(Ordering::SeqCst);
                     let s = if (i + t as u64) % 2 == 0 {
-                        let mut d: sda_device_details = unsafe { std::mem::zeroed() };
+                        let mut d = blank_device_details();
                         sda_device_info(h.context, &mut d)
                     } else {
                         let mut work = Work { calls: 0, code: 0 };

@@ -1,9 +1,10 @@
-//! Shared by the reliability tests (`tests/reliability_*.rs`, issue 7): children with a watchdog, the
-//! bounded and long sizes of each run, and the rows of RELIABILITY.md.
+//! Shared by the reliability tests (`tests/reliability_*.rs`, issue 7) and by them only: the bounded
+//! and long sizes of each run, seeds, the rows of RELIABILITY.md, and the build tree's backend module.
 //!
-//! Every test here runs its real work in a child process (the test binary itself, re-executed with an
-//! environment variable), so that a crash, an abort or a hang of libsda is a finding the parent reports
-//! instead of the end of the test run: the parent kills a child that outlives its deadline.
+//! Every test here runs its real work in a child process (`sda_testkit::child::ChildRun`: the test
+//! binary itself, re-executed with an environment variable, killed when it outlives its deadline), so
+//! that a crash, an abort or a hang of libsda is a finding the parent reports instead of the end of
+//! the test run.
 //!
 //! Sizes: the bounded size runs in `make test`; `SDA_RELIABILITY_LONG=1` (set by `make reliability`,
 //! i.e. `scripts/reliability.sh --long`) selects the long one; a test-specific variable overrides both.
@@ -13,12 +14,9 @@
 
 #![allow(dead_code)]
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
-
-pub const MIB: u64 = 1 << 20;
+use std::process::Command;
 
 /// Whether the long run was asked for.
 pub fn long_run() -> bool {
@@ -56,140 +54,6 @@ pub fn record(item: &str, tried: &str, count: &str, result: &str) {
             .unwrap_or_else(|e| panic!("cannot append to {path}: {e}"));
         f.write_all(line.as_bytes()).unwrap();
     }
-}
-
-/// What a child did.
-pub struct ChildOutcome {
-    pub status: Option<ExitStatus>,
-    pub timed_out: bool,
-    pub stdout: String,
-    pub stderr: String,
-    pub elapsed: Duration,
-}
-
-impl ChildOutcome {
-    pub fn success(&self) -> bool {
-        !self.timed_out && self.status.is_some_and(|s| s.success())
-    }
-
-    /// A description for assertion messages.
-    pub fn describe(&self) -> String {
-        use std::os::unix::process::ExitStatusExt;
-        let how = if self.timed_out {
-            format!("HUNG: killed after {:.1} s", self.elapsed.as_secs_f64())
-        } else {
-            match self.status {
-                Some(s) if s.signal().is_some() => {
-                    format!("CRASHED: killed by signal {}", s.signal().unwrap())
-                }
-                Some(s) => format!("exit status {}", s.code().unwrap_or(-1)),
-                None => "unknown".into(),
-            }
-        };
-        format!(
-            "{how}\n--- stdout (tail) ---\n{}\n--- stderr (tail) ---\n{}",
-            tail(&self.stdout, 4000),
-            tail(&self.stderr, 4000)
-        )
-    }
-
-    /// The value of `key=` in the child's `RESULT` line.
-    pub fn field(&self, key: &str) -> Option<String> {
-        let line = self
-            .stdout
-            .lines()
-            .rev()
-            .find(|l| l.starts_with("RESULT"))?;
-        line.split_whitespace()
-            .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
-            .map(str::to_string)
-    }
-}
-
-fn tail(text: &str, n: usize) -> &str {
-    if text.len() <= n {
-        return text;
-    }
-    let mut start = text.len() - n;
-    while !text.is_char_boundary(start) {
-        start += 1;
-    }
-    &text[start..]
-}
-
-/// Runs the test `test_name` of the current test binary again as a child, with `env` added, and
-/// kills it after `deadline`.
-pub fn run_self(test_name: &str, env: &[(&str, String)], deadline: Duration) -> ChildOutcome {
-    let mut cmd = Command::new(std::env::current_exe().unwrap());
-    cmd.args(["--exact", test_name, "--nocapture", "--test-threads", "1"]);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    run_with_deadline(cmd, deadline)
-}
-
-/// Runs `cmd` with its output captured, killing it after `deadline`.
-pub fn run_with_deadline(mut cmd: Command, deadline: Duration) -> ChildOutcome {
-    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-    let started = Instant::now();
-    let mut child = cmd.spawn().expect("spawn child");
-    let out = drain(child.stdout.take().unwrap());
-    let err = drain(child.stderr.take().unwrap());
-    let (status, timed_out) = wait_until(&mut child, started + deadline);
-    ChildOutcome {
-        status,
-        timed_out,
-        stdout: out.join().unwrap(),
-        stderr: err.join().unwrap(),
-        elapsed: started.elapsed(),
-    }
-}
-
-fn drain(mut r: impl Read + Send + 'static) -> std::thread::JoinHandle<String> {
-    std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = r.read_to_end(&mut buf);
-        String::from_utf8_lossy(&buf).into_owned()
-    })
-}
-
-/// Waits for `child` until `deadline`; kills it (SIGKILL) after that.
-pub fn wait_until(child: &mut Child, deadline: Instant) -> (Option<ExitStatus>, bool) {
-    loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            return (Some(status), false);
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            return (child.wait().ok(), true);
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
-fn statm_field(i: usize) -> u64 {
-    let text = std::fs::read_to_string("/proc/self/statm").unwrap();
-    let pages: u64 = text.split_whitespace().nth(i).unwrap().parse().unwrap();
-    pages * unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64
-}
-
-/// Address space of this process, bytes.
-pub fn vm_size() -> u64 {
-    statm_field(0)
-}
-
-/// Resident set of this process, bytes.
-pub fn rss() -> u64 {
-    statm_field(1)
-}
-
-/// Limits this process's address space to `bytes` (RLIMIT_AS): allocations beyond fail for real.
-pub fn limit_address_space(bytes: u64) {
-    let limit = libc::rlimit {
-        rlim_cur: bytes,
-        rlim_max: libc::RLIM_INFINITY,
-    };
-    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_AS, &limit) }, 0);
 }
 
 /// A small, seeded, reproducible random source (splitmix64). A dozen lines instead of a dependency:

@@ -267,7 +267,7 @@ fn first_run(
                     "Device:  {} ({}, {} total)\n",
                     info.device,
                     info.name,
-                    sda_core::report::human_bytes(info.memory_total)
+                    sda_core::bytes::human_bytes(info.memory_total)
                 ));
                 if selection.fell_back {
                     report.push_str(&format!("Warning: {}\n", selection.reason));

@@ -1,11 +1,11 @@
 //! `sda probe`: the largest batch of the built-in workload that fits the memory budget.
 
 use indicatif::{ProgressBar, ProgressStyle};
+use sda_core::bytes::human_bytes;
 use sda_core::config::Config;
 use sda_core::context::Context;
 use sda_core::error::{Error, Result};
 use sda_core::probe::{self, ProbeOptions, ProbeProgress, ProbeResult};
-use sda_core::report::human_bytes;
 use serde_json::json;
 use std::io::IsTerminal;
 use std::path::Path;

@@ -2,11 +2,13 @@
 //! shape) and memory-strategy advice from a model's size.
 
 use crate::out;
+use sda_core::bytes;
 use sda_core::config::Config;
 use sda_core::context::Context;
 use sda_core::error::Result;
-use sda_core::recommend::{self, Recommendation, BYTES_PER_GB};
+use sda_core::recommend::Recommendation;
 use sda_core::report::percent;
+use sda_core::tiers;
 use serde_json::json;
 
 /// `sda recommend`'s options.
@@ -53,7 +55,7 @@ fn recommendation_json(r: &Recommendation) -> serde_json::Value {
         "device": r.device.device,
         "name": r.device.name,
         "memory_total": r.device.memory_total,
-        "tier": recommend::tier_to_json(&r.tier),
+        "tier": tiers::tier_to_json(&r.tier),
         "tier_from_config": r.tier_from_config,
         "batch_size": r.batch_size,
         "batch_source": r.batch_source.as_str(),
@@ -79,10 +81,10 @@ fn memory_json(r: &Recommendation) -> serde_json::Value {
 
 fn recommendation_text(r: &Recommendation, config: &Config) -> String {
     let mut out = format!(
-        "Device:  {} ({}, {:.1} GB)\n",
+        "Device:  {} ({}, {})\n",
         r.device.device,
         r.device.name,
-        r.device.memory_total as f64 / BYTES_PER_GB
+        bytes::decimal_gb(r.device.memory_total)
     );
     out.push_str(&format!("Tier:    {}\n", r.tier_summary()));
     out.push_str(&format!(
@@ -121,13 +123,13 @@ fn recommendation_text(r: &Recommendation, config: &Config) -> String {
 /// Selects (`--device`, else the config's) and prints the recommendation, or the tier table.
 pub fn run(config: Config, args: Args) -> Result<()> {
     if args.tiers {
-        let table = recommend::effective_tiers(&config.tiers);
+        let table = tiers::effective_tiers(&config.tiers);
         if args.json {
             out::print_json(&serde_json::Value::Array(
-                table.iter().map(recommend::tier_to_json).collect(),
+                table.iter().map(tiers::tier_to_json).collect(),
             ));
         } else {
-            let text: Vec<String> = table.iter().map(recommend::tier_to_toml).collect();
+            let text: Vec<String> = table.iter().map(tiers::tier_to_toml).collect();
             out::print(&text.join("\n"));
         }
         return Ok(());

@@ -1,46 +1,34 @@
 //! Batch-size finders compared on the same workload, budgets and machine, in one run:
 //! libsda's probe, the seeds' binary search over 1..256, and a Lightning-style doubling + bisection.
 //!
-//!   cargo bench -p sda --bench probe_compare        (or `make bench`)
+//!   cargo bench -p sda-core --bench probe_compare   (not part of `make bench`: it takes minutes)
 //!
-//! Each (method, budget) runs in a child process whose address space is limited to what it holds after
-//! warming up plus the budget (`setrlimit(RLIMIT_AS)`), so failures are real libtorch allocation
-//! failures. The true maximum under each limit is searched in its own child by running the workload.
+//! Each (method, budget) runs in a child process (sda_testkit's `ChildRun`, one heap arena) whose
+//! address space is limited to what it holds after warming up plus the budget (`setrlimit(RLIMIT_AS)`),
+//! so failures are real libtorch allocation failures. The true maximum under each limit is searched
+//! in its own child by running the workload.
 //! Prints a Markdown table: runs, out-of-memory runs, wall time, the batch found and its accuracy.
 
 use sda_core::config::Config;
 use sda_core::context::Context;
 use sda_core::probe::{self, ProbeOptions};
 use sda_core::workload::Workload;
-use std::process::Command;
+use sda_testkit::child::{self, ChildRun};
+use sda_testkit::memory::MIB;
 use std::time::Instant;
 
-const MIB: u64 = 1 << 20;
 const BUDGETS_MIB: [u64; 3] = [512, 1024, 2048];
+/// The variable that tells `main` that it is a child measuring one cell.
+const ROLE: &str = "SDA_COMPARE_CHILD";
 
-fn vm_size() -> u64 {
-    let text = std::fs::read_to_string("/proc/self/statm").expect("statm");
-    let pages: u64 = text
-        .split_whitespace()
-        .next()
-        .unwrap_or("0")
-        .parse()
-        .unwrap_or(0);
-    pages * unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64
-}
-
-/// A context on the CPU, warmed up, then limited to `budget` more bytes of address space.
-fn limited_context(budget: u64) -> Context {
+/// A context on the CPU, warmed up, then limited to the parent's budget more of address space.
+fn limited_context() -> Context {
     let ctx = Context::new(Config::default());
     ctx.select(Some("cpu")).expect("cpu");
     for b in [4, 16] {
         Workload::default().run(&ctx, b).expect("warm-up");
     }
-    let limit = libc::rlimit {
-        rlim_cur: vm_size() + budget,
-        rlim_max: libc::RLIM_INFINITY,
-    };
-    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_AS, &limit) }, 0);
+    child::apply_address_space_budget().expect("the parent gave a budget");
     ctx
 }
 
@@ -138,8 +126,9 @@ fn true_max(r: &mut Runs, budget: u64) -> u32 {
     good
 }
 
-fn child(method: &str, budget: u64) {
-    let ctx = limited_context(budget);
+fn measure(method: &str) {
+    let budget = child::address_space_budget().expect("the parent gave a budget");
+    let ctx = limited_context();
     let mut r = Runs {
         ctx: &ctx,
         runs: 0,
@@ -166,7 +155,7 @@ fn child(method: &str, budget: u64) {
         other => panic!("unknown method {other}"),
     };
     println!(
-        "ROW {method} {} {found} {} {} {:.2}",
+        "RESULT method={method} budget_mib={} found={found} runs={} ooms={} seconds={:.2}",
         budget / MIB,
         r.runs,
         r.ooms,
@@ -174,37 +163,24 @@ fn child(method: &str, budget: u64) {
     );
 }
 
+/// One cell: `method` in a child under RLIMIT_AS = its warmed-up size + `budget_mib`.
 fn spawn(method: &str, budget_mib: u64) -> (u32, u32, u32, f64) {
-    let out = Command::new(std::env::current_exe().expect("exe"))
-        .env("SDA_COMPARE_CHILD", format!("{method}:{budget_mib}"))
-        // One heap arena: RLIMIT_AS counts the 64 MiB a new thread arena reserves (tests/probe_real.rs).
-        .env("MALLOC_ARENA_MAX", "1")
-        .output()
-        .expect("child runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let row = stdout
-        .lines()
-        .find(|l| l.starts_with("ROW"))
-        .unwrap_or_else(|| {
-            panic!(
-                "{method} {budget_mib}: {stdout} {}",
-                String::from_utf8_lossy(&out.stderr)
-            )
-        })
-        .to_string();
-    let f: Vec<&str> = row.split_whitespace().collect();
+    let out = ChildRun::main(ROLE)
+        .env("SDA_COMPARE_METHOD", method)
+        .address_space_budget(budget_mib * MIB)
+        .run();
+    out.assert_success(&format!("{method} {budget_mib} MiB"));
     (
-        f[3].parse().expect("found"),
-        f[4].parse().expect("runs"),
-        f[5].parse().expect("ooms"),
-        f[6].parse().expect("seconds"),
+        out.parsed_field("found"),
+        out.parsed_field("runs"),
+        out.parsed_field("ooms"),
+        out.parsed_field("seconds"),
     )
 }
 
 fn main() {
-    if let Ok(spec) = std::env::var("SDA_COMPARE_CHILD") {
-        let (method, budget) = spec.split_once(':').expect("method:budget");
-        child(method, budget.parse::<u64>().expect("budget") * MIB);
+    if child::is_child(ROLE) {
+        measure(&std::env::var("SDA_COMPARE_METHOD").expect("SDA_COMPARE_METHOD"));
         return;
     }
     println!("Workload: conv1d, 16 filters of 1024, padding 512, over [batch, 1, 48000] fp32 (the seeds').");

@@ -6,6 +6,7 @@
 //! needs torch (or an explicit [`load`]) `dlopen`s the module, checks the ABI version of its table and the
 //! libtorch it resolved, and keeps it for the life of the process (libtorch cannot be unloaded safely).
 
+use crate::classify;
 use crate::error::{Error, ErrorKind, Result};
 use crate::log;
 use crate::preference::DeviceKind;
@@ -145,25 +146,44 @@ pub fn environment_applied() -> Vec<EnvApplication> {
 /// once per process, under the loading lock and just before the `dlopen`, and only when the
 /// configuration lists variables; a host that must never have its environment changed leaves
 /// `[environment]` empty and sets the variables itself before it starts threads.
-fn apply_environment(wanted: &BTreeMap<String, String>) -> Vec<EnvApplication> {
+fn apply_environment(
+    wanted: &BTreeMap<String, String>,
+    messages: &mut log::Deferred,
+) -> Vec<EnvApplication> {
     let plan = plan_environment(wanted, &|name| {
         std::env::var_os(name).map(|v| v.to_string_lossy().into_owned())
     });
     for entry in &plan {
         if entry.outcome == EnvOutcome::Applied {
             std::env::set_var(&entry.name, &entry.value);
-            log::info(&format!(
-                "set {}={} from the configuration's [environment]",
-                entry.name, entry.value
-            ));
+            messages.push(
+                log::Level::Info,
+                format!(
+                    "set {}={} from the configuration's [environment]",
+                    entry.name, entry.value
+                ),
+            );
         } else if let Some(kept) = &entry.process_value {
-            log::info(&format!(
-                "kept {}={kept} from the process environment (the configuration says {})",
-                entry.name, entry.value
-            ));
+            messages.push(
+                log::Level::Info,
+                format!(
+                    "kept {}={kept} from the process environment (the configuration says {})",
+                    entry.name, entry.value
+                ),
+            );
         }
     }
     plan
+}
+
+/// Loads of the module attempted in this process (searches included): a diagnostic that shows hot
+/// paths do not search again after a failure.
+static LOAD_ATTEMPTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// How many times this process has tried to load the backend module (an attempt that found it
+/// loaded already does not count).
+pub fn load_attempts() -> u64 {
+    LOAD_ATTEMPTS.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// Where the backend module would be loaded from (the first candidate that is a file), without
@@ -202,6 +222,9 @@ pub fn load_with_environment(
     configured: &str,
     environment: &BTreeMap<String, String>,
 ) -> Result<&'static Backend> {
+    // Declared before the lock, so dropped after it: the host's log callback runs with the lock
+    // released, and a callback that loads the backend itself cannot deadlock on it.
+    let mut messages = log::Deferred::new();
     let _loading = LOADING.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(backend) = loaded() {
         let late: Vec<String> = plan_environment(environment, &|name| std::env::var(name).ok())
@@ -210,16 +233,20 @@ pub fn load_with_environment(
             .map(|e| e.name)
             .collect();
         if !late.is_empty() {
-            log::warn(&format!(
-                "the torch backend was already loaded, so [environment] entries {} of this \
-                 configuration were not applied; libtorch reads them only at start-up",
-                late.join(", ")
-            ));
+            messages.push(
+                log::Level::Warn,
+                format!(
+                    "the torch backend was already loaded, so [environment] entries {} of this \
+                     configuration were not applied; libtorch reads them only at start-up",
+                    late.join(", ")
+                ),
+            );
         }
         return Ok(backend);
     }
+    LOAD_ATTEMPTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let path = find_module(configured)?;
-    let mut applied = apply_environment(environment);
+    let mut applied = apply_environment(environment, &mut messages);
     {
         let mut record = ENVIRONMENT_APPLIED
             .lock()
@@ -238,16 +265,19 @@ pub fn load_with_environment(
     }
     let backend = open(&path)?;
     let backend: &'static Backend = Box::leak(Box::new(backend));
-    log::info(&format!(
-        "loaded torch backend {} (libtorch {} from {})",
-        backend.info.module_path.display(),
-        backend
-            .info
-            .loaded_libtorch_version
-            .as_deref()
-            .unwrap_or("of unknown version"),
-        backend.info.loaded_libtorch_path.display()
-    ));
+    messages.push(
+        log::Level::Info,
+        format!(
+            "loaded torch backend {} (libtorch {} from {})",
+            backend.info.module_path.display(),
+            backend
+                .info
+                .loaded_libtorch_version
+                .as_deref()
+                .unwrap_or("of unknown version"),
+            backend.info.loaded_libtorch_path.display()
+        ),
+    );
     Ok(LOADED.get_or_init(|| backend))
 }
 
@@ -276,13 +306,16 @@ fn candidate_paths(env: Option<&std::ffi::OsStr>, configured: &str) -> Vec<PathB
 
 /// Directory of the shared object (or executable) that contains this function, found with `dladdr`.
 fn own_directory() -> Option<PathBuf> {
+    // SAFETY: Dl_info is four plain pointers, for which all-zero (NULL) is a valid value.
     let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
     let here = own_directory as *const libc::c_void;
-    // SAFETY: dladdr only reads the address and writes `info`.
+    // SAFETY: dladdr only looks `here` up in the loader's tables (any address is allowed) and
+    // writes the live, correctly typed `info`.
     if unsafe { libc::dladdr(here, &mut info) } == 0 || info.dli_fname.is_null() {
         return None;
     }
-    // SAFETY: dli_fname is a NUL-terminated path owned by the loader.
+    // SAFETY: on success dli_fname is NULL (checked above) or a NUL-terminated path owned by the
+    // loader, valid while the object containing `here` (this very code) stays mapped.
     let name = unsafe { std::ffi::CStr::from_ptr(info.dli_fname) };
     let path = PathBuf::from(std::ffi::OsStr::from_bytes(name.to_bytes()));
     let path = if path.is_absolute() {
@@ -347,7 +380,9 @@ fn open(path: &Path) -> Result<Backend> {
         ))
     })?;
     let library = libloading::Library::from(library);
-    // SAFETY: the symbol's type is fixed by the ABI crate both sides are built from.
+    // SAFETY: ENTRY_SYMBOL is defined by the module with exactly the EntryFn type (both sides are
+    // built from sda_backend_abi, and the ABI version and table size are checked right after); the
+    // copied pointer stays valid because `library` is kept in the Backend, which is never dropped.
     let entry: abi::EntryFn = unsafe { library.get::<abi::EntryFn>(abi::ENTRY_SYMBOL) }
         .map(|s| *s)
         .map_err(|e| {
@@ -357,7 +392,8 @@ fn open(path: &Path) -> Result<Backend> {
                 path.display()
             ))
         })?;
-    // SAFETY: the entry point takes a plain integer and returns a pointer to static data or NULL.
+    // SAFETY: the entry point takes a plain integer, may be called from any thread at any time and
+    // returns a pointer to the module's static table or NULL (it never unwinds).
     let api = unsafe { entry(abi::ABI_VERSION) };
     if api.is_null() {
         return Err(unavailable(format!(
@@ -367,7 +403,9 @@ fn open(path: &Path) -> Result<Backend> {
             abi::ABI_VERSION
         )));
     }
-    // SAFETY: non-null pointers from the entry point refer to a static table.
+    // SAFETY: checked non-NULL above; a non-NULL result points at the module's static, immutable
+    // table, which stays mapped for the process (module linked `-z nodelete`, library never
+    // closed), so a `'static` shared borrow is sound.
     let api: &'static abi::BackendApi = unsafe { &*api };
     if api.abi_version != abi::ABI_VERSION
         || api.size as usize != std::mem::size_of::<abi::BackendApi>()
@@ -382,7 +420,11 @@ fn open(path: &Path) -> Result<Backend> {
             std::mem::size_of::<abi::BackendApi>()
         )));
     }
+    // SAFETY: BackendFacts is plain data (`c_char` arrays and integers), so all-zero is valid.
     let mut facts: abi::BackendFacts = unsafe { std::mem::zeroed() };
+    // SAFETY: `facts` is a live, aligned BackendFacts and `(err, cap)` is `call`'s live message
+    // buffer, as BackendApi's calling contract requires; the version and size checks above make
+    // `api.facts` the function this core was built to call.
     call(|err, cap| unsafe { (api.facts)(&mut facts, err, cap) })?;
     let info = describe(path, &facts);
     check_libtorch_version(&info)?;
@@ -465,6 +507,10 @@ fn check_libtorch_version(info: &BackendInfo) -> Result<()> {
 const ERR_CAP: usize = 2048;
 
 /// Runs one backend call with a message buffer and turns its status into a [`Result`].
+///
+/// `f` receives a pointer to a live buffer of `ERR_CAP` bytes on this stack frame and that capacity:
+/// exactly the `(err, err_cap)` pair BackendApi's functions need (they write at most `err_cap`
+/// bytes there, NUL included).
 fn call(f: impl FnOnce(*mut c_char, usize) -> i32) -> Result<()> {
     // Left uninitialised apart from the first byte: zeroing 2 KiB on every call would cost more than
     // the statistics calls of a guarded run themselves. The backend writes a NUL-terminated message
@@ -473,7 +519,9 @@ fn call(f: impl FnOnce(*mut c_char, usize) -> i32) -> Result<()> {
     buf[0].write(0);
     let status = f(buf.as_mut_ptr().cast::<c_char>(), ERR_CAP);
     let message = || {
-        // SAFETY: the message is NUL-terminated within the buffer (the first byte at least is 0).
+        // SAFETY: the first byte was initialised to 0, and a backend function that wrote a message
+        // wrote it NUL-terminated within the `ERR_CAP` bytes it was given; so the bytes up to and
+        // including the first NUL are initialised and lie inside the live `buf`.
         unsafe { std::ffi::CStr::from_ptr(buf.as_ptr().cast::<c_char>()) }
             .to_string_lossy()
             .into_owned()
@@ -487,7 +535,17 @@ fn call(f: impl FnOnce(*mut c_char, usize) -> i32) -> Result<()> {
             "inside the torch backend: {}",
             message()
         ))),
-        _ => Err(Error::torch(message())),
+        // libtorch's own failures are classified by the library's one classifier, which knows the
+        // cuBLAS, cuDNN, oneDNN and allocator texts that the backend's quick check does not: an
+        // out-of-memory there must make the probe and the guard retry, not abort.
+        _ => {
+            let text = message();
+            if classify::is_out_of_memory(&text) {
+                Err(Error::out_of_memory(text))
+            } else {
+                Err(Error::torch(text))
+            }
+        }
     }
 }
 
@@ -519,6 +577,7 @@ impl Backend {
         if let Some(done) = slot.as_ref() {
             return done.clone();
         }
+        // SAFETY: `self.api` is the checked static table; `(err, cap)` is `call`'s live buffer.
         let result =
             call(|err, cap| unsafe { (self.api.load_cuda)(err, cap) }).map_err(|e| {
                 match e.kind() {
@@ -537,7 +596,10 @@ impl Backend {
 
     /// Fresh facts from the module (CUDA device count once CUDA is loaded, MPS availability).
     pub fn facts(&self) -> Result<abi::BackendFacts> {
+        // SAFETY: BackendFacts is plain data (`c_char` arrays and integers), so all-zero is valid.
         let mut facts: abi::BackendFacts = unsafe { std::mem::zeroed() };
+        // SAFETY: `facts` is a live, aligned BackendFacts and `(err, cap)` is `call`'s live buffer
+        // (BackendApi's calling contract); `self.api` is the checked static table.
         call(|err, cap| unsafe { (self.api.facts)(&mut facts, err, cap) })?;
         Ok(facts)
     }
@@ -545,6 +607,8 @@ impl Backend {
     /// Runs the smoke test (32×32 matmul, sum, NaN check) on a device.
     pub fn smoke_test(&self, kind: DeviceKind, index: u32) -> Result<()> {
         let index = index_code(index)?;
+        // SAFETY: plain integers and `call`'s live `(err, cap)` buffer, as BackendApi's calling
+        // contract requires; `self.api` is the checked static table.
         call(|err, cap| unsafe { (self.api.smoke_test)(kind_code(kind), index, err, cap) })
     }
 
@@ -561,6 +625,9 @@ impl Backend {
         batch: u32,
     ) -> Result<()> {
         let index = index_code(index)?;
+        // SAFETY: `workload` is a shared borrow of a live Conv1dWorkload (valid for the read the
+        // backend does), the rest are plain integers and `call`'s live `(err, cap)` buffer
+        // (BackendApi's calling contract); `self.api` is the checked static table.
         call(|err, cap| unsafe {
             (self.api.run_conv1d)(kind_code(kind), index, workload, batch, err, cap)
         })
@@ -570,6 +637,8 @@ impl Backend {
     pub fn memory_stats(&self, kind: DeviceKind, index: u32) -> Result<abi::MemoryStats> {
         let index = index_code(index)?;
         let mut out = abi::MemoryStats::default();
+        // SAFETY: `out` is a live, aligned MemoryStats and `(err, cap)` is `call`'s live buffer
+        // (BackendApi's calling contract); `self.api` is the checked static table.
         call(|err, cap| unsafe {
             (self.api.memory_stats)(kind_code(kind), index, &mut out, err, cap)
         })?;
@@ -579,18 +648,24 @@ impl Backend {
     /// Returns cached memory of a device to the driver.
     pub fn empty_cache(&self, kind: DeviceKind, index: u32) -> Result<()> {
         let index = index_code(index)?;
+        // SAFETY: plain integers and `call`'s live `(err, cap)` buffer, as BackendApi's calling
+        // contract requires; `self.api` is the checked static table.
         call(|err, cap| unsafe { (self.api.empty_cache)(kind_code(kind), index, err, cap) })
     }
 
     /// Resets the peak statistics of a device.
     pub fn reset_peak(&self, kind: DeviceKind, index: u32) -> Result<()> {
         let index = index_code(index)?;
+        // SAFETY: plain integers and `call`'s live `(err, cap)` buffer, as BackendApi's calling
+        // contract requires; `self.api` is the checked static table.
         call(|err, cap| unsafe { (self.api.reset_peak)(kind_code(kind), index, err, cap) })
     }
 
     /// Limits the caching allocator of a device to `fraction` of its memory.
     pub fn set_memory_fraction(&self, kind: DeviceKind, index: u32, fraction: f64) -> Result<()> {
         let index = index_code(index)?;
+        // SAFETY: plain values (the backend checks the fraction) and `call`'s live `(err, cap)`
+        // buffer, as BackendApi's calling contract requires; `self.api` is the checked static table.
         call(|err, cap| unsafe {
             (self.api.set_memory_fraction)(kind_code(kind), index, fraction, err, cap)
         })
@@ -653,6 +728,34 @@ mod tests {
             libtorch_cuda_version: None,
             cuda_build: false,
         }
+    }
+
+    #[test]
+    fn a_torch_error_that_reports_out_of_memory_is_an_out_of_memory_error() {
+        let fail_with = |status: i32, text: &str| {
+            call(|buf, cap| {
+                // SAFETY: `call` hands its own buffer of `cap` bytes, writable during this closure.
+                unsafe { sda_backend_abi::write_message(buf, cap, text) };
+                status
+            })
+            .unwrap_err()
+        };
+        for text in [
+            "CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`",
+            "cuDNN error: CUDNN_STATUS_ALLOC_FAILED",
+            "RuntimeError: could not create a primitive",
+        ] {
+            assert_eq!(
+                fail_with(abi::STATUS_TORCH_ERROR, text).kind(),
+                ErrorKind::OutOfMemory,
+                "{text}"
+            );
+        }
+        let other = fail_with(
+            abi::STATUS_TORCH_ERROR,
+            "Expected all tensors to be on the same device",
+        );
+        assert_eq!(other.kind(), ErrorKind::Torch);
     }
 
     #[test]

@@ -6,7 +6,7 @@ use crate::config::Config;
 use crate::device::{
     self, DeviceInfo, LaunchEnv, Machine, Selection, SelectionPolicy, SystemMachine,
 };
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::memory::{self, MemoryInfo};
 use crate::plan::{self, LauncherEnv, Plan, PlanRequest, StrategyRequest};
 use crate::preference::{DeviceKind, Preference};
@@ -34,6 +34,11 @@ pub struct Context {
     /// Bytes per sample that successful guarded runs measured, by work key (see
     /// [`crate::guard::GuardOptions::work_id`]).
     work_costs: Mutex<HashMap<u64, f64>>,
+    /// Why the last load of the backend failed, kept so that hot paths (every guarded run, every
+    /// workload run) do not search for and `dlopen` the module again; cleared only by an explicit
+    /// [`Context::load_backend`]. A context's configuration never changes, so nothing else can make
+    /// a retry succeed.
+    backend_failure: Mutex<Option<Error>>,
 }
 
 impl Context {
@@ -53,6 +58,7 @@ impl Context {
             machine,
             selected: Mutex::new(None),
             work_costs: Mutex::new(HashMap::new()),
+            backend_failure: Mutex::new(None),
         }
     }
 
@@ -212,7 +218,35 @@ impl Context {
 
     /// Loads the torch backend now (the host chooses when to pay for libtorch's start-up), applying
     /// the config's `[environment]` first when this is the process's first load.
+    ///
+    /// This is the explicit load (the host asked: `sda_backend_load`, `sda doctor`): it always tries
+    /// again after an earlier failure. Work that needs the backend implicitly uses
+    /// [`Context::backend`], which does not.
     pub fn load_backend(&self) -> Result<&'static backend::Backend> {
-        backend::load_with_environment(&self.config.hardware.backend, &self.config.environment)
+        let result =
+            backend::load_with_environment(&self.config.hardware.backend, &self.config.environment);
+        *self
+            .backend_failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = result.as_ref().err().cloned();
+        result
+    }
+
+    /// The backend for work that needs it implicitly (workload runs, probes, measuring a guarded
+    /// run): the loaded one; else the failure of this context's last attempt, without searching
+    /// again; else a first attempt, whose failure is kept until [`Context::load_backend`].
+    pub fn backend(&self) -> Result<&'static backend::Backend> {
+        if let Some(loaded) = backend::loaded() {
+            return Ok(loaded);
+        }
+        let failure = self
+            .backend_failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        match failure {
+            Some(error) => Err(error),
+            None => self.load_backend(),
+        }
     }
 }

@@ -19,8 +19,18 @@
 //! exist is unsafe). All parsing, matching and naming is in pure functions, and the code that talks to
 //! the driver takes its function table as an argument, so tests drive it with fake drivers.
 
-use std::ffi::{c_char, c_int, c_uint, c_void, CStr};
+use std::ffi::{c_char, c_int, c_uint, CStr};
 use std::sync::OnceLock;
+
+use sda_driver_abi::{
+    CuDevice, CuDeviceGetAttributeFn, CuDeviceGetCountFn, CuDeviceGetFn, CuDeviceGetNameFn,
+    CuDeviceGetUuidFn, CuDeviceTotalMemFn, CuDriverGetVersionFn, CuGetErrorNameFn, CuInitFn,
+    CuResult, NvmlDeviceGetCountFn, NvmlDeviceGetHandleByIndexFn, NvmlDeviceGetHandleByUuidFn,
+    NvmlDeviceGetMemoryInfoFn, NvmlDeviceGetUuidFn, NvmlDeviceRaw, NvmlInitFn, NvmlMemory,
+    NvmlReturn, NvmlSystemGetDriverVersionFn, CUDA_ERROR_NO_DEVICE, CUDA_SUCCESS,
+    CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR,
+    NVML_DEVICE_UUID_V2_BUFFER_SIZE, NVML_SUCCESS, NVML_SYSTEM_DRIVER_VERSION_BUFFER_SIZE,
+};
 
 /// File name of the CUDA driver library.
 #[cfg(not(windows))]
@@ -133,10 +143,15 @@ pub fn nvml_driver_version() -> Option<String> {
     VERSION
         .get_or_init(|| {
             let nvml = nvml().as_ref().ok()?;
-            let mut buf = [0 as c_char; 96];
-            // SAFETY: the buffer is writable for the length we pass; NVML NUL-terminates on success.
-            let rc = unsafe { (nvml.fns.system_get_driver_version)(buf.as_mut_ptr(), 96) };
-            (rc == 0)
+            let mut buf = [0 as c_char; NVML_SYSTEM_DRIVER_VERSION_BUFFER_SIZE];
+            // SAFETY: the pointer was resolved from `nvmlSystemGetDriverVersion` with the signature of
+            // nvml.h, and NVML stays loaded and initialised for the life of the process (the `nvml()`
+            // static); `buf` is a live local writable for exactly the length passed, which NVML never
+            // exceeds. `c_buf_to_string` stops at the buffer's end even if no NUL was written.
+            let rc = unsafe {
+                (nvml.fns.system_get_driver_version)(buf.as_mut_ptr(), buf.len() as c_uint)
+            };
+            (rc == NVML_SUCCESS)
                 .then(|| c_buf_to_string(&buf))
                 .filter(|s| !s.is_empty())
         })
@@ -236,28 +251,20 @@ pub fn match_by_uuid(cuda: &[Option<[u8; 16]>], nvml: &[Option<[u8; 16]>]) -> Ve
 // The driver API
 // ---------------------------------------------------------------------------------------------
 
-type CuResult = c_int;
-type CuDevice = c_int;
-
-const CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR: c_int = 75;
-const CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR: c_int = 76;
-const CUDA_ERROR_NO_DEVICE: CuResult = 100;
-
-/// The driver API entry points libsda uses, with the C signatures of `cuda.h`.
+/// The driver API entry points libsda uses, typed with the C signatures of `cuda.h` (declared in
+/// `sda_driver_abi`).
 #[derive(Clone, Copy)]
 struct DriverFns {
-    init: unsafe extern "C" fn(flags: c_uint) -> CuResult,
-    driver_get_version: unsafe extern "C" fn(version: *mut c_int) -> CuResult,
-    device_get_count: unsafe extern "C" fn(count: *mut c_int) -> CuResult,
-    device_get: unsafe extern "C" fn(device: *mut CuDevice, ordinal: c_int) -> CuResult,
-    device_get_name: unsafe extern "C" fn(name: *mut c_char, len: c_int, dev: CuDevice) -> CuResult,
-    device_total_mem: unsafe extern "C" fn(bytes: *mut usize, dev: CuDevice) -> CuResult,
-    device_get_attribute:
-        unsafe extern "C" fn(value: *mut c_int, attribute: c_int, dev: CuDevice) -> CuResult,
+    init: CuInitFn,
+    driver_get_version: CuDriverGetVersionFn,
+    device_get_count: CuDeviceGetCountFn,
+    device_get: CuDeviceGetFn,
+    device_get_name: CuDeviceGetNameFn,
+    device_total_mem: CuDeviceTotalMemFn,
+    device_get_attribute: CuDeviceGetAttributeFn,
     /// `cuDeviceGetUuid_v2` (MIG-aware, CUDA 11.4+) or the older `cuDeviceGetUuid`.
-    device_get_uuid: Option<unsafe extern "C" fn(uuid: *mut [u8; 16], dev: CuDevice) -> CuResult>,
-    get_error_name:
-        Option<unsafe extern "C" fn(error: CuResult, name: *mut *const c_char) -> CuResult>,
+    device_get_uuid: Option<CuDeviceGetUuidFn>,
+    get_error_name: Option<CuGetErrorNameFn>,
 }
 
 /// The loaded driver library; kept alive for the life of the process with the copied pointers.
@@ -279,12 +286,15 @@ unsafe fn symbol<T: Copy>(library: &libloading::Library, name: &str) -> Result<T
 }
 
 fn load_driver(file: &str) -> Result<Loaded<DriverFns>, String> {
-    // SAFETY: loading runs the library's initialisers; libcuda's are designed for exactly this.
+    // SAFETY: loading runs the library's initialisers; libcuda's are designed to run at `dlopen` in any
+    // process (every CUDA program loads it this way) and have no preconditions on the caller.
     let library = unsafe { libloading::Library::new(file) }
         .map_err(|e| format!("no NVIDIA driver: {file} not found ({e})"))?;
     let not_a_driver = |e: String| format!("{file} is not a usable CUDA driver: {e}");
-    // SAFETY: every signature below is the one declared in cuda.h (CUresult and CUdevice are int,
-    // CUuuid is 16 bytes); `library` is stored beside the pointers and never unloaded.
+    // SAFETY: each symbol is read with the type `sda_driver_abi` declares for it, which is the
+    // signature of cuda.h (CUresult and CUdevice are int, CUuuid is 16 bytes; `cuDeviceGetUuid` and
+    // `_v2` share one); `library` is stored beside the pointers in `Loaded` and never unloaded, so
+    // no pointer outlives it.
     let fns = unsafe {
         DriverFns {
             init: symbol(&library, "cuInit").map_err(not_a_driver)?,
@@ -338,10 +348,13 @@ fn error_name(fns: &DriverFns, code: CuResult) -> String {
     }
     if let Some(get_error_name) = fns.get_error_name {
         let mut name: *const c_char = std::ptr::null();
-        // SAFETY: the out-param is a valid pointer; on success it points to a static string.
+        // SAFETY: `get_error_name` is libcuda's `cuGetErrorName` (resolved with its cuda.h signature,
+        // library kept loaded) or a test double of the same type; the out-param is a live local
+        // `*const c_char`, and any code may be passed (unknown ones return an error).
         let rc = unsafe { get_error_name(code, &mut name) };
-        if rc == 0 && !name.is_null() {
-            // SAFETY: the driver returned a NUL-terminated static string.
+        if rc == CUDA_SUCCESS && !name.is_null() {
+            // SAFETY: on success cuGetErrorName points `name` at a static NUL-terminated string owned
+            // by the driver, which stays loaded, so it is valid to read for the borrow's length.
             return unsafe { CStr::from_ptr(name) }
                 .to_string_lossy()
                 .into_owned();
@@ -409,14 +422,19 @@ fn c_buf_to_string(buf: &[c_char]) -> String {
 /// Asks the driver for its version and devices. Every out-param is initialised and every return code
 /// checked: the driver writes nothing on error.
 fn query_driver(fns: &DriverFns, cuda_visible_devices: Option<&str>) -> CudaFacts {
+    // Every function in `fns` has the cuda.h signature of its entry point (`DriverFns` is built by
+    // `load_driver`, whose library stays loaded, or from test doubles of the same types), so each
+    // call below is sound when its out-params are live locals of the declared C types and its
+    // buffers are writable for the lengths passed.
     let mut version: c_int = 0;
-    // SAFETY (all calls below): the pointers are to live, correctly typed locals and the driver
-    // writes at most the stated lengths.
-    let driver_version =
-        (unsafe { (fns.driver_get_version)(&mut version) } == 0 && version > 0).then_some(version);
+    // SAFETY: `version` is a live `int` local (cuDriverGetVersion needs no cuInit first).
+    let driver_version = (unsafe { (fns.driver_get_version)(&mut version) } == CUDA_SUCCESS
+        && version > 0)
+        .then_some(version);
 
+    // SAFETY: cuInit takes no pointer; 0 is the only flags value the driver accepts.
     let rc = unsafe { (fns.init)(0) };
-    if rc != 0 {
+    if rc != CUDA_SUCCESS {
         return CudaFacts::NoDriver {
             reason: init_failure_reason(
                 rc,
@@ -429,8 +447,9 @@ fn query_driver(fns: &DriverFns, cuda_visible_devices: Option<&str>) -> CudaFact
     }
 
     let mut count: c_int = 0;
+    // SAFETY: `count` is a live `int` local; cuInit has succeeded.
     let rc = unsafe { (fns.device_get_count)(&mut count) };
-    if rc != 0 {
+    if rc != CUDA_SUCCESS {
         return CudaFacts::NoDriver {
             reason: format!(
                 "cuDeviceGetCount failed with {} ({rc})",
@@ -457,46 +476,55 @@ fn query_driver(fns: &DriverFns, cuda_visible_devices: Option<&str>) -> CudaFact
                 compute_minor: 0,
             };
             let mut dev: CuDevice = 0;
-            if unsafe { (fns.device_get)(&mut dev, ordinal) } != 0 {
+            // SAFETY: `dev` is a live `CUdevice` local; a bad ordinal is an error code, not UB.
+            if unsafe { (fns.device_get)(&mut dev, ordinal) } != CUDA_SUCCESS {
                 // Keep the slot so that indices stay CUDA ordinals.
                 return info;
             }
             let mut name = [0 as c_char; 256];
-            if unsafe { (fns.device_get_name)(name.as_mut_ptr(), 255, dev) } == 0 {
+            // SAFETY: `name` is a live 256-byte local and we pass 255, so whatever the driver writes
+            // (at most `len` bytes) fits; `dev` came from a successful cuDeviceGet.
+            if unsafe { (fns.device_get_name)(name.as_mut_ptr(), 255, dev) } == CUDA_SUCCESS {
                 let text = c_buf_to_string(&name);
                 if !text.is_empty() {
                     info.name = text;
                 }
             }
             let mut bytes: usize = 0;
-            if unsafe { (fns.device_total_mem)(&mut bytes, dev) } == 0 {
+            // SAFETY: `bytes` is a live `size_t` local (usize); `dev` came from cuDeviceGet.
+            if unsafe { (fns.device_total_mem)(&mut bytes, dev) } == CUDA_SUCCESS {
                 info.total_memory = bytes as u64;
             }
             let mut value: c_int = 0;
+            // SAFETY: `value` is a live `int` local, the attribute a valid CUdevice_attribute and
+            // `dev` came from cuDeviceGet.
             if unsafe {
                 (fns.device_get_attribute)(
                     &mut value,
                     CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR,
                     dev,
                 )
-            } == 0
+            } == CUDA_SUCCESS
             {
                 info.compute_major = value;
             }
             let mut value: c_int = 0;
+            // SAFETY: as for the major part just above.
             if unsafe {
                 (fns.device_get_attribute)(
                     &mut value,
                     CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR,
                     dev,
                 )
-            } == 0
+            } == CUDA_SUCCESS
             {
                 info.compute_minor = value;
             }
             if let Some(get_uuid) = fns.device_get_uuid {
                 let mut uuid = [0u8; 16];
-                if unsafe { get_uuid(&mut uuid, dev) } == 0 {
+                // SAFETY: `uuid` is a live 16-byte local, the size and layout of a CUuuid; `dev`
+                // came from cuDeviceGet.
+                if unsafe { get_uuid(&mut uuid, dev) } == CUDA_SUCCESS {
                     info.uuid = Some(uuid);
                 }
             }
@@ -514,46 +542,29 @@ fn query_driver(fns: &DriverFns, cuda_visible_devices: Option<&str>) -> CudaFact
 // NVML
 // ---------------------------------------------------------------------------------------------
 
-type NvmlReturn = c_int;
-type NvmlDeviceRaw = *mut c_void;
-
 /// An NVML device handle.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct NvmlDevice(NvmlDeviceRaw);
 
 // SAFETY: an NVML handle is an opaque, process-global pointer that stays valid until nvmlShutdown
-// (never called), and NVML's functions are thread-safe.
+// (never called); it belongs to no thread, and NVML's functions are thread-safe.
 unsafe impl Send for NvmlDevice {}
-// SAFETY: as above.
+// SAFETY: a shared `NvmlDevice` only hands out copies of the pointer, which libsda never dereferences
+// (only NVML does, and NVML's functions may be called from any number of threads at once).
 unsafe impl Sync for NvmlDevice {}
 
-/// `nvmlMemory_t`.
-#[repr(C)]
-#[derive(Default)]
-struct NvmlMemory {
-    total: u64,
-    free: u64,
-    /// Part of the C layout; libsda reads free and total only.
-    #[allow(dead_code)]
-    used: u64,
-}
-
-/// The NVML entry points libsda uses, with the C signatures of `nvml.h`.
+/// The NVML entry points libsda uses, typed with the C signatures of `nvml.h` (declared in
+/// `sda_driver_abi`).
 #[derive(Clone, Copy)]
 struct NvmlFns {
-    init: unsafe extern "C" fn() -> NvmlReturn,
-    device_get_count: unsafe extern "C" fn(count: *mut c_uint) -> NvmlReturn,
-    device_get_handle_by_index:
-        unsafe extern "C" fn(index: c_uint, device: *mut NvmlDeviceRaw) -> NvmlReturn,
-    device_get_uuid:
-        unsafe extern "C" fn(device: NvmlDeviceRaw, uuid: *mut c_char, len: c_uint) -> NvmlReturn,
-    device_get_memory_info:
-        unsafe extern "C" fn(device: NvmlDeviceRaw, memory: *mut NvmlMemory) -> NvmlReturn,
-    system_get_driver_version:
-        unsafe extern "C" fn(version: *mut c_char, len: c_uint) -> NvmlReturn,
+    init: NvmlInitFn,
+    device_get_count: NvmlDeviceGetCountFn,
+    device_get_handle_by_index: NvmlDeviceGetHandleByIndexFn,
+    device_get_uuid: NvmlDeviceGetUuidFn,
+    device_get_memory_info: NvmlDeviceGetMemoryInfoFn,
+    system_get_driver_version: NvmlSystemGetDriverVersionFn,
     /// Reaches MIG instances, which enumeration by index does not list.
-    device_get_handle_by_uuid:
-        Option<unsafe extern "C" fn(uuid: *const c_char, device: *mut NvmlDeviceRaw) -> NvmlReturn>,
+    device_get_handle_by_uuid: Option<NvmlDeviceGetHandleByUuidFn>,
 }
 
 /// NVML's own `NVML_ERROR_*` names for the codes that initialisation can return.
@@ -572,12 +583,14 @@ fn nvml_error_name(code: NvmlReturn) -> String {
 }
 
 fn load_nvml(file: &str) -> Result<Loaded<NvmlFns>, String> {
-    // SAFETY: loading runs NVML's initialisers, which are designed for this.
+    // SAFETY: loading runs NVML's initialisers, which are designed to run at `dlopen` in any process
+    // (nvidia-smi and every monitoring agent load it this way) and have no preconditions.
     let library = unsafe { libloading::Library::new(file) }
         .map_err(|e| format!("NVML unavailable: {file} not found ({e})"))?;
     let broken = |e: String| format!("NVML unavailable: {file}: {e}");
-    // SAFETY: the signatures are those of nvml.h (nvmlReturn_t is an int enum, nvmlDevice_t an opaque
-    // pointer, nvmlMemory_t three unsigned long longs); the library is kept with the pointers.
+    // SAFETY: each symbol is read with the type `sda_driver_abi` declares for it, which is the
+    // signature of nvml.h (nvmlReturn_t is an int enum, nvmlDevice_t an opaque pointer, nvmlMemory_t
+    // three unsigned long longs); the library is kept in `Loaded` with the pointers, never unloaded.
     let fns = unsafe {
         NvmlFns {
             init: symbol(&library, "nvmlInit_v2").map_err(broken)?,
@@ -591,9 +604,10 @@ fn load_nvml(file: &str) -> Result<Loaded<NvmlFns>, String> {
             device_get_handle_by_uuid: symbol(&library, "nvmlDeviceGetHandleByUUID").ok(),
         }
     };
-    // SAFETY: nvmlInit_v2 takes no arguments; it may be called from any thread.
+    // SAFETY: `init` is nvmlInit_v2, just resolved with its nvml.h type from the still-loaded
+    // `library`; it takes no arguments and may be called from any thread.
     let rc = unsafe { (fns.init)() };
-    if rc != 0 {
+    if rc != NVML_SUCCESS {
         return Err(format!(
             "NVML unavailable: nvmlInit_v2 failed with {} ({rc})",
             nvml_error_name(rc)
@@ -620,21 +634,29 @@ fn nvml() -> &'static Result<Loaded<NvmlFns>, String> {
 /// The NVML handle for each CUDA device, matched by UUID (NVML counts in PCI order and ignores
 /// `CUDA_VISIBLE_DEVICES`). MIG instances, which enumeration does not list, are looked up by UUID.
 fn nvml_handles_for(fns: &NvmlFns, devices: &[GpuInfo]) -> Vec<Option<NvmlDevice>> {
+    // Every function in `fns` has the nvml.h signature of its entry point (`NvmlFns` is built by
+    // `load_nvml` after a successful nvmlInit_v2, its library kept loaded, or from test doubles of
+    // the same types).
     let mut count: c_uint = 0;
-    // SAFETY (all NVML calls below): out-params are live, correctly typed locals; string buffers are
-    // writable for the lengths passed.
-    if unsafe { (fns.device_get_count)(&mut count) } != 0 {
+    // SAFETY: `count` is a live `unsigned int` local.
+    if unsafe { (fns.device_get_count)(&mut count) } != NVML_SUCCESS {
         count = 0;
     }
     let mut handles = Vec::new();
     let mut uuids = Vec::new();
     for i in 0..count {
         let mut raw: NvmlDeviceRaw = std::ptr::null_mut();
-        if unsafe { (fns.device_get_handle_by_index)(i, &mut raw) } != 0 || raw.is_null() {
+        // SAFETY: `raw` is a live `nvmlDevice_t` local; `i` is below the count NVML reported (an
+        // out-of-range index would be an error code anyway).
+        if unsafe { (fns.device_get_handle_by_index)(i, &mut raw) } != NVML_SUCCESS || raw.is_null()
+        {
             continue;
         }
-        let mut buf = [0 as c_char; 96];
-        let uuid = (unsafe { (fns.device_get_uuid)(raw, buf.as_mut_ptr(), 96) } == 0)
+        let mut buf = [0 as c_char; NVML_DEVICE_UUID_V2_BUFFER_SIZE];
+        // SAFETY: `raw` is a non-null handle NVML just returned (valid until nvmlShutdown, never
+        // called); `buf` is a live local writable for exactly the length passed.
+        let uuid = (unsafe { (fns.device_get_uuid)(raw, buf.as_mut_ptr(), buf.len() as c_uint) }
+            == NVML_SUCCESS)
             .then(|| parse_gpu_uuid(&c_buf_to_string(&buf)))
             .flatten();
         handles.push(NvmlDevice(raw));
@@ -657,8 +679,9 @@ fn nvml_handle_by_uuid(fns: &NvmlFns, uuid: &[u8; 16]) -> Option<NvmlDevice> {
     let hex = gpu.strip_prefix("GPU-").unwrap_or(&gpu);
     for name in [format!("MIG-{hex}\0"), format!("{gpu}\0")] {
         let mut raw: NvmlDeviceRaw = std::ptr::null_mut();
-        // SAFETY: `name` is NUL-terminated; the out-param is a live local.
-        if unsafe { by_uuid(name.as_ptr().cast(), &mut raw) } == 0 && !raw.is_null() {
+        // SAFETY: `by_uuid` is nvmlDeviceGetHandleByUUID with its nvml.h type (library kept loaded);
+        // `name` is a live, NUL-terminated ASCII string and `raw` a live `nvmlDevice_t` local.
+        if unsafe { by_uuid(name.as_ptr().cast(), &mut raw) } == NVML_SUCCESS && !raw.is_null() {
             return Some(NvmlDevice(raw));
         }
     }
@@ -667,15 +690,17 @@ fn nvml_handle_by_uuid(fns: &NvmlFns, uuid: &[u8; 16]) -> Option<NvmlDevice> {
 
 fn nvml_memory(fns: &NvmlFns, device: NvmlDevice) -> Option<(u64, u64)> {
     let mut memory = NvmlMemory::default();
-    // SAFETY: a valid handle and a live, correctly laid out out-param.
+    // SAFETY: `device` is a handle NVML returned (valid until nvmlShutdown, never called) and
+    // `memory` a live `NvmlMemory`, laid out as nvmlMemory_t (sda_driver_abi declares and checks
+    // it); the function has its nvml.h type (see `NvmlFns`).
     let rc = unsafe { (fns.device_get_memory_info)(device.0, &mut memory) };
-    (rc == 0 && memory.total > 0).then_some((memory.free, memory.total))
+    (rc == NVML_SUCCESS && memory.total > 0).then_some((memory.free, memory.total))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::cell::RefCell;
+    use sda_driver_abi::fakes::{self, FakeGpu, FakeMachine};
 
     #[test]
     fn versions_format_as_people_write_them() {
@@ -771,159 +796,31 @@ mod tests {
         assert_eq!(match_by_uuid(&[a], &[]), vec![None]);
     }
 
-    // A fake driver and NVML, programmed per test thread, to run the code paths that need hardware.
-
-    #[derive(Clone, Default)]
-    struct FakeGpu {
-        name: &'static str,
-        memory: usize,
-        cc: (c_int, c_int),
-        uuid: [u8; 16],
-        nvml_free: u64,
-    }
-
-    #[derive(Clone, Default)]
-    struct Fake {
-        version: c_int,
-        init_rc: CuResult,
-        gpus: Vec<FakeGpu>,
-        /// CUDA ordinal → physical GPU (what CUDA_VISIBLE_DEVICES does).
-        visible: Vec<usize>,
-        broken_name: bool,
-    }
-
-    thread_local! {
-        static FAKE: RefCell<Fake> = RefCell::new(Fake::default());
-    }
-
-    fn fake<R>(f: impl FnOnce(&Fake) -> R) -> R {
-        FAKE.with(|cell| f(&cell.borrow()))
-    }
-
-    fn physical(dev: CuDevice) -> Option<FakeGpu> {
-        fake(|f| {
-            let p = *f.visible.get(usize::try_from(dev).ok()?)?;
-            f.gpus.get(p).cloned()
-        })
-    }
-
-    unsafe extern "C" fn fake_init(_flags: c_uint) -> CuResult {
-        fake(|f| f.init_rc)
-    }
-    unsafe extern "C" fn fake_version(v: *mut c_int) -> CuResult {
-        *v = fake(|f| f.version);
-        0
-    }
-    unsafe extern "C" fn fake_count(n: *mut c_int) -> CuResult {
-        *n = fake(|f| f.visible.len() as c_int);
-        0
-    }
-    unsafe extern "C" fn fake_get(d: *mut CuDevice, ordinal: c_int) -> CuResult {
-        if physical(ordinal).is_none() {
-            return 101;
-        }
-        *d = ordinal;
-        0
-    }
-    unsafe extern "C" fn fake_name(buf: *mut c_char, len: c_int, d: CuDevice) -> CuResult {
-        if fake(|f| f.broken_name) {
-            return 999;
-        }
-        let Some(gpu) = physical(d) else { return 101 };
-        let bytes = gpu.name.as_bytes();
-        let n = bytes.len().min(len as usize - 1);
-        std::ptr::copy_nonoverlapping(bytes.as_ptr().cast(), buf, n);
-        *buf.add(n) = 0;
-        0
-    }
-    unsafe extern "C" fn fake_mem(bytes: *mut usize, d: CuDevice) -> CuResult {
-        let Some(gpu) = physical(d) else { return 101 };
-        *bytes = gpu.memory;
-        0
-    }
-    unsafe extern "C" fn fake_attr(v: *mut c_int, attr: c_int, d: CuDevice) -> CuResult {
-        let Some(gpu) = physical(d) else { return 101 };
-        *v = match attr {
-            75 => gpu.cc.0,
-            76 => gpu.cc.1,
-            _ => return 1,
-        };
-        0
-    }
-    unsafe extern "C" fn fake_uuid(u: *mut [u8; 16], d: CuDevice) -> CuResult {
-        let Some(gpu) = physical(d) else { return 101 };
-        *u = gpu.uuid;
-        0
-    }
+    // A fake driver and NVML (sda_driver_abi's test doubles, programmed per test thread), to run the
+    // code paths that need hardware.
 
     fn fake_driver() -> DriverFns {
         DriverFns {
-            init: fake_init,
-            driver_get_version: fake_version,
-            device_get_count: fake_count,
-            device_get: fake_get,
-            device_get_name: fake_name,
-            device_total_mem: fake_mem,
-            device_get_attribute: fake_attr,
-            device_get_uuid: Some(fake_uuid),
+            init: fakes::fake_cu_init,
+            driver_get_version: fakes::fake_cu_driver_get_version,
+            device_get_count: fakes::fake_cu_device_get_count,
+            device_get: fakes::fake_cu_device_get,
+            device_get_name: fakes::fake_cu_device_get_name,
+            device_total_mem: fakes::fake_cu_device_total_mem,
+            device_get_attribute: fakes::fake_cu_device_get_attribute,
+            device_get_uuid: Some(fakes::fake_cu_device_get_uuid),
             get_error_name: None,
         }
     }
 
-    // NVML handles are 1-based physical positions disguised as pointers.
-    unsafe extern "C" fn fake_nvml_init() -> NvmlReturn {
-        0
-    }
-    unsafe extern "C" fn fake_nvml_count(n: *mut c_uint) -> NvmlReturn {
-        *n = fake(|f| f.gpus.len() as c_uint);
-        0
-    }
-    unsafe extern "C" fn fake_nvml_handle(i: c_uint, d: *mut NvmlDeviceRaw) -> NvmlReturn {
-        *d = (i as usize + 1) as NvmlDeviceRaw;
-        0
-    }
-    fn fake_nvml_gpu(d: NvmlDeviceRaw) -> Option<FakeGpu> {
-        fake(|f| f.gpus.get((d as usize).checked_sub(1)?).cloned())
-    }
-    unsafe extern "C" fn fake_nvml_uuid(
-        d: NvmlDeviceRaw,
-        buf: *mut c_char,
-        len: c_uint,
-    ) -> NvmlReturn {
-        let Some(gpu) = fake_nvml_gpu(d) else {
-            return 2;
-        };
-        let text = format!("{}\0", format_gpu_uuid(&gpu.uuid));
-        if text.len() > len as usize {
-            return 7; // NVML_ERROR_INSUFFICIENT_SIZE (never panic across extern "C")
-        }
-        std::ptr::copy_nonoverlapping(text.as_ptr().cast(), buf, text.len());
-        0
-    }
-    unsafe extern "C" fn fake_nvml_memory(d: NvmlDeviceRaw, m: *mut NvmlMemory) -> NvmlReturn {
-        let Some(gpu) = fake_nvml_gpu(d) else {
-            return 2;
-        };
-        *m = NvmlMemory {
-            total: gpu.memory as u64,
-            free: gpu.nvml_free,
-            used: gpu.memory as u64 - gpu.nvml_free,
-        };
-        0
-    }
-    unsafe extern "C" fn fake_nvml_driver(buf: *mut c_char, _len: c_uint) -> NvmlReturn {
-        std::ptr::copy_nonoverlapping(c"550.54.15".as_ptr(), buf, 10);
-        0
-    }
-
     fn fake_nvml() -> NvmlFns {
         NvmlFns {
-            init: fake_nvml_init,
-            device_get_count: fake_nvml_count,
-            device_get_handle_by_index: fake_nvml_handle,
-            device_get_uuid: fake_nvml_uuid,
-            device_get_memory_info: fake_nvml_memory,
-            system_get_driver_version: fake_nvml_driver,
+            init: fakes::fake_nvml_init,
+            device_get_count: fakes::fake_nvml_device_get_count,
+            device_get_handle_by_index: fakes::fake_nvml_device_get_handle_by_index,
+            device_get_uuid: fakes::fake_nvml_device_get_uuid,
+            device_get_memory_info: fakes::fake_nvml_device_get_memory_info,
+            system_get_driver_version: fakes::fake_nvml_system_get_driver_version,
             device_get_handle_by_uuid: None,
         }
     }
@@ -942,13 +839,11 @@ mod tests {
 
     #[test]
     fn fake_driver_reports_visible_devices_in_cuda_order() {
-        FAKE.with(|f| {
-            *f.borrow_mut() = Fake {
-                version: 12040,
-                gpus: three_gpus(),
-                visible: vec![2, 0],
-                ..Fake::default()
-            }
+        fakes::install(FakeMachine {
+            version: 12040,
+            gpus: three_gpus(),
+            visible: vec![2, 0],
+            ..FakeMachine::default()
         });
         let facts = query_driver(&fake_driver(), Some("2,0"));
         assert_eq!(facts.driver_version(), Some(12040));
@@ -979,14 +874,12 @@ mod tests {
 
     #[test]
     fn fake_driver_failures_become_reasons() {
-        FAKE.with(|f| {
-            *f.borrow_mut() = Fake {
-                version: 12040,
-                init_rc: 100,
-                gpus: three_gpus(),
-                visible: vec![0],
-                ..Fake::default()
-            }
+        fakes::install(FakeMachine {
+            version: 12040,
+            init_rc: 100,
+            gpus: three_gpus(),
+            visible: vec![0],
+            ..FakeMachine::default()
         });
         let facts = query_driver(&fake_driver(), Some("-1"));
         let reason = facts.reason().unwrap();
@@ -998,15 +891,14 @@ mod tests {
         assert_eq!(facts.driver_version(), Some(12040));
         assert!(facts.devices().is_empty());
 
-        FAKE.with(|f| f.borrow_mut().init_rc = 4242);
+        fakes::update(|f| f.init_rc = 4242);
         let facts = query_driver(&fake_driver(), None);
         assert_eq!(
             facts.reason(),
             Some("cuInit failed with an unknown CUDA error (4242) (installed driver supports CUDA 12.4)")
         );
 
-        FAKE.with(|f| {
-            let mut f = f.borrow_mut();
+        fakes::update(|f| {
             f.init_rc = 0;
             f.visible.clear();
         });
@@ -1016,14 +908,12 @@ mod tests {
 
     #[test]
     fn fake_driver_partial_answers_keep_indices() {
-        FAKE.with(|f| {
-            *f.borrow_mut() = Fake {
-                version: 0,
-                gpus: three_gpus(),
-                visible: vec![1, 7, 0],
-                broken_name: true,
-                ..Fake::default()
-            }
+        fakes::install(FakeMachine {
+            version: 0,
+            gpus: three_gpus(),
+            visible: vec![1, 7, 0],
+            broken_name: true,
+            ..FakeMachine::default()
         });
         let facts = query_driver(&fake_driver(), None);
         assert_eq!(facts.driver_version(), None);

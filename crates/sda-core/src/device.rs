@@ -249,9 +249,10 @@ enum Rejection {
 /// Chooses a device for `preference` under `policy`.
 ///
 /// Explicit kinds that are missing or broken fall back to the CPU with `fell_back` and a reason (and a
-/// warning to the log), or fail with [`Error::DeviceUnavailable`] when `policy.strict`. `auto` takes the
-/// first kind of the priority list that exists and passes its smoke test; it reports a fallback only
-/// when a device existed but failed. A CUDA index beyond the devices that exist is an error, never a
+/// warning to the log), or fail with [`ErrorKind::DeviceUnavailable`] when `policy.strict`. `auto`
+/// takes the first kind of the priority list that exists and passes its smoke test; when a device
+/// existed but failed, its fall back to the CPU is reported (warning, `fell_back`, reason) and refused
+/// under `policy.strict` just the same. A CUDA index beyond the devices that exist is an error, never a
 /// silent CPU.
 pub fn select(
     preference: Preference,
@@ -278,7 +279,10 @@ pub fn select(
     let mut problems: Vec<String> = Vec::new();
     for kind in kinds {
         let attempt = match kind {
-            DeviceKind::Cpu => return Ok(cpu(!problems.is_empty(), problems.join("; "))),
+            DeviceKind::Cpu if problems.is_empty() => return Ok(cpu(false, String::new())),
+            // A device of the list existed but failed: reaching the CPU is a fallback, reported
+            // (and refused under `strict`) exactly as for an explicit request.
+            DeviceKind::Cpu => break,
             DeviceKind::Cuda => try_cuda(explicit_index, policy, launch, machine)?,
             DeviceKind::Mps => try_mps(policy, machine),
         };

@@ -3,7 +3,7 @@
 //! do next — a concrete smaller batch derived from the measured memory, never a blind halving and never
 //! a silent switch to the CPU.
 
-use crate::backend::{self, Backend};
+use crate::backend::Backend;
 use crate::classify;
 use crate::context::Context;
 use crate::error::{Error, ErrorKind, Result};
@@ -70,7 +70,8 @@ pub struct RunReport {
     pub attempts: u32,
     /// Attempts that ran out of memory.
     pub oom_attempts: u32,
-    /// Whether the torch allocator's figures were available (the backend was loaded).
+    /// Whether every attempt was measured: the backend was loaded and the peak reset and the
+    /// allocator reads around each attempt succeeded (an unmeasured attempt suggests no batch).
     pub measured: bool,
     /// Highest allocation during the last attempt.
     pub peak_bytes: u64,
@@ -94,27 +95,22 @@ struct Meter {
 }
 
 impl Meter {
-    /// Resets the peak and returns the bytes allocated now.
-    fn start(&self) -> u64 {
-        match self.backend {
-            Some(b) => {
-                let _ = b.reset_peak(self.kind, self.index);
-                self.allocated()
-            }
-            None => 0,
-        }
+    /// Resets the peak and returns the bytes allocated now; `None` when that could not be done (no
+    /// backend, or the allocator refused), so that the attempt counts as unmeasured.
+    fn start(&self) -> Option<u64> {
+        let backend = self.backend?;
+        backend.reset_peak(self.kind, self.index).ok()?;
+        self.allocated()
     }
 
-    /// (peak since `start`, allocated now).
-    fn read(&self) -> (u64, u64) {
-        match self.backend.map(|b| b.memory_stats(self.kind, self.index)) {
-            Some(Ok(s)) => (s.peak_allocated, s.allocated),
-            _ => (0, 0),
-        }
+    /// (peak since `start`, allocated now); `None` when the allocator could not be read.
+    fn read(&self) -> Option<(u64, u64)> {
+        let stats = self.backend?.memory_stats(self.kind, self.index).ok()?;
+        Some((stats.peak_allocated, stats.allocated))
     }
 
-    fn allocated(&self) -> u64 {
-        self.read().1
+    fn allocated(&self) -> Option<u64> {
+        self.read().map(|(_, allocated)| allocated)
     }
 }
 
@@ -187,7 +183,7 @@ pub fn run_batched(
     report.kind = Some(selection.kind);
     report.index = selection.index;
     // Measuring needs the torch allocator; a missing backend only costs the numbers, not the run.
-    let backend = backend::loaded().or_else(|| context.load_backend().ok());
+    let backend = context.backend().ok();
     let meter = Meter {
         backend,
         kind: selection.kind,
@@ -203,17 +199,23 @@ pub fn run_batched(
         report.attempts += 1;
         report.attempted_batch = batch;
         report.accumulation_steps = accumulation;
-        let before = meter.start();
+        let started = meter.start();
         let outcome = work(batch, accumulation);
         // The work's frame has returned: whatever it allocated is released or still owned by the
         // caller, never by a half-unwound frame of ours.
-        let (peak, _) = meter.read();
+        let read = meter.read();
+        // A failed reset or read leaves a stale peak: such an attempt is unmeasured and must not
+        // feed a suggestion, and the report says so.
+        let measured = started.is_some() && read.is_some();
+        report.measured &= measured;
+        let before = started.unwrap_or(0);
+        let peak = read.map_or(0, |(peak, _)| peak);
         report.memory_before = before;
         report.peak_bytes = peak.max(before);
         let error = match outcome {
             Ok(()) => {
-                report.memory_after = meter.allocated();
-                if report.measured && batch > 0 && options.work_id != 0 {
+                report.memory_after = meter.allocated().unwrap_or(0);
+                if measured && batch > 0 && options.work_id != 0 {
                     let used = report.peak_bytes.saturating_sub(before);
                     context.remember_work_cost(options.work_id, used as f64 / f64::from(batch));
                 }
@@ -236,7 +238,7 @@ pub fn run_batched(
             Err(e) => e,
         };
         if !error.is_out_of_memory() {
-            report.memory_after = meter.allocated();
+            report.memory_after = meter.allocated().unwrap_or(0);
             report.error = Some(error.kind());
             report.guidance = format!(
                 "the work failed ({}): {}; not an out-of-memory error, so nothing was retried",
@@ -247,24 +249,29 @@ pub fn run_batched(
         }
         report.oom_attempts += 1;
         let _ = memory::clear_cache(selection.kind, selection.index);
-        report.memory_after = meter.allocated();
+        report.memory_after = meter.allocated().unwrap_or(0);
         report.failed_allocation_bytes =
             classify::failed_allocation_bytes(error.message()).unwrap_or(0);
         let (budget_bytes, margin) = *budget.get_or_insert_with(|| budget_for(context, options));
         report.budget = budget_bytes;
-        let suggestion = suggest_batch(
-            batch,
-            before,
-            report.peak_bytes,
-            report.failed_allocation_bytes,
-            budget_bytes,
-            margin,
-            context.work_cost(options.work_id),
-        );
+        let suggestion = if measured {
+            suggest_batch(
+                batch,
+                before,
+                report.peak_bytes,
+                report.failed_allocation_bytes,
+                budget_bytes,
+                margin,
+                context.work_cost(options.work_id),
+            )
+        } else {
+            None
+        };
         report.suggested_batch = suggestion.unwrap_or(0);
         let next = match suggestion {
             Some(s) => s,
-            // Nothing measured (no backend): halving is all that is left, and the log says so.
+            // Nothing measured (no backend, or its allocator failed): halving is all that is left,
+            // and the log says so.
             None if batch > 1 => batch / 2,
             None => 0,
         };
@@ -405,6 +412,33 @@ fn guidance(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_attempt_whose_peak_cannot_be_reset_is_unmeasured() {
+        // The real backend, asked about a CUDA device this machine does not have (or, on a GPU
+        // machine, one beyond its devices): the reset and the reads fail, as a broken allocator would.
+        let backend =
+            crate::backend::load("").expect("the backend module is built beside the tests");
+        let meter = Meter {
+            backend: Some(backend),
+            kind: DeviceKind::Cuda,
+            index: 4096,
+        };
+        assert_eq!(meter.start(), None);
+        assert_eq!(meter.read(), None);
+        let cpu = Meter {
+            backend: Some(backend),
+            kind: DeviceKind::Cpu,
+            index: 0,
+        };
+        assert!(cpu.start().is_some() && cpu.read().is_some());
+        let none = Meter {
+            backend: None,
+            kind: DeviceKind::Cpu,
+            index: 0,
+        };
+        assert_eq!(none.start(), None);
+    }
 
     const MIB: u64 = 1 << 20;
 

@@ -8,6 +8,7 @@
 #![deny(missing_docs)]
 
 pub mod backend;
+pub mod bytes;
 pub mod classify;
 pub mod config;
 pub mod context;
@@ -24,5 +25,7 @@ pub mod preference;
 pub mod probe;
 pub mod recommend;
 pub mod report;
+pub mod strategy;
+pub mod tiers;
 pub mod validate;
 pub mod workload;

@@ -10,6 +10,8 @@ use crate::error::Result;
 use crate::host;
 use crate::preference::DeviceKind;
 
+pub use crate::strategy::MemoryStrategy;
+
 /// Memory of the selected device, in bytes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct MemoryInfo {

@@ -396,8 +396,8 @@ pub fn probe(context: &Context, mut options: ProbeOptions<'_>) -> Result<ProbeRe
         budget / 20
     };
     let backend = match &options.workload {
-        ProbeWorkload::Builtin(_) => Some(context.load_backend()?),
-        ProbeWorkload::Custom(_) => backend::loaded().or_else(|| context.load_backend().ok()),
+        ProbeWorkload::Builtin(_) => Some(context.backend()?),
+        ProbeWorkload::Custom(_) => context.backend().ok(),
     };
     let max_runs = options.max_runs.max(3);
     let mut progress = options.progress.take();

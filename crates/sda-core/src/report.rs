@@ -141,21 +141,8 @@ pub fn gather(
     })
 }
 
-/// `1536 MiB`-style sizes for people.
-pub fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
-}
+// Byte formatting lives in `crate::bytes`; re-exported so that `report::human_bytes` keeps working.
+pub use crate::bytes::human_bytes;
 
 /// A fraction as a percentage for people: `75 %`, `33.3 %`.
 pub fn percent(fraction: f64) -> String {

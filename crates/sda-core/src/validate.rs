@@ -17,10 +17,11 @@
 //! answers that this computer does not have.
 
 use crate::backend::{self, BackendInfo, EnvOutcome};
-use crate::config::{Config, MemoryStrategy};
+use crate::config::Config;
 use crate::context::Context;
 use crate::device::CudaPresence;
 use crate::error::{Error, ErrorKind};
+use crate::memory::MemoryStrategy;
 use crate::preference::{DeviceKind, Preference};
 use std::fmt;
 use std::path::{Path, PathBuf};

@@ -69,7 +69,7 @@ impl Workload {
             return Err(Error::invalid_argument("batch must be at least 1".into()));
         }
         let selected = context.selected()?;
-        let backend = context.load_backend()?;
+        let backend = context.backend()?;
         let spec = abi::Conv1dWorkload {
             in_channels: self.channels,
             sample_length: self.sample_length,

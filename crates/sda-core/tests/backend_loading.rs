@@ -83,3 +83,37 @@ fn a_configured_backend_path_that_does_not_exist_is_an_error_naming_it() {
     assert!(e.message().contains("/nonexistent/libsda_torch.so"), "{e}");
     assert!(!libtorch_mapped());
 }
+
+#[test]
+fn a_failed_load_is_kept_until_the_host_asks_again_so_guarded_runs_do_not_search_each_time() {
+    assert!(std::env::var_os(backend::BACKEND_ENV).is_none());
+    assert!(
+        backend::loaded().is_none(),
+        "each test runs in its own process"
+    );
+    let mut config = Config::default();
+    config.hardware.backend = "/nonexistent/libsda_torch.so".into();
+    config.hardware.device = "cpu".into();
+    let ctx = Context::new(config);
+    let first = backend::load_attempts();
+    let options = sda_core::guard::GuardOptions::default();
+    for _ in 0..5 {
+        let (result, report) = sda_core::guard::run_batched(&ctx, &options, &mut |_, _| Ok(()));
+        result.unwrap();
+        assert!(!report.measured, "no backend, so nothing was measured");
+    }
+    // Implicit needs (workload runs) get the kept failure, without a search either.
+    let e = ctx
+        .backend()
+        .err()
+        .expect("no module at the configured path");
+    assert_eq!(e.kind(), ErrorKind::BackendUnavailable);
+    assert_eq!(
+        backend::load_attempts() - first,
+        1,
+        "the hot path searched for the module again"
+    );
+    // The host asks again (sda_backend_load): a real new attempt.
+    assert!(ctx.load_backend().is_err());
+    assert_eq!(backend::load_attempts() - first, 2);
+}

@@ -9,23 +9,12 @@ use sda_core::context::Context;
 use sda_core::error::ErrorKind;
 use sda_core::probe::{self, ProbeOptions, ProbeWorkload, StopReason};
 use sda_core::workload::Workload;
-use std::process::Command;
+use sda_testkit::child::{self, ChildRun};
+use sda_testkit::memory::{self, MIB};
+use std::time::Duration;
 
-const MIB: u64 = 1 << 20;
-
-fn vm_size() -> u64 {
-    let text = std::fs::read_to_string("/proc/self/statm").unwrap();
-    let pages: u64 = text.split_whitespace().next().unwrap().parse().unwrap();
-    pages * unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64
-}
-
-fn limit_address_space(bytes: u64) {
-    let limit = libc::rlimit {
-        rlim_cur: bytes,
-        rlim_max: libc::RLIM_INFINITY,
-    };
-    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_AS, &limit) }, 0);
-}
+/// The variable that tells the accuracy test that it is a child under a limit.
+const ROLE: &str = "SDA_PROBE_CHILD";
 
 fn cpu_context() -> Context {
     let ctx = Context::new(Config::default());
@@ -43,14 +32,15 @@ fn fits(ctx: &Context, batch: u32) -> bool {
 }
 
 /// The child: probe under a real limit, then find the true maximum by running.
-fn child(budget: u64) {
+fn limited_child() {
+    let budget = child::address_space_budget().expect("the parent gave a budget");
     let ctx = cpu_context();
-    // Warm up (libtorch loaded, its worker threads and their heap arenas created) before the limit is
-    // measured: an arena reserves 64 MiB of address space the first time a thread allocates, which
-    // RLIMIT_AS counts although it is not memory in use.
+    // Warm up (libtorch loaded, its worker threads created) before the limit is measured; the child
+    // runs with one heap arena (ChildRun), so that no thread's first allocation reserves 64 MiB of
+    // address space later, which RLIMIT_AS would count although it is not memory in use.
     assert!(fits(&ctx, 4));
     assert!(fits(&ctx, 16));
-    limit_address_space(vm_size() + budget);
+    child::apply_address_space_budget();
 
     let result = probe::probe(
         &ctx,
@@ -118,49 +108,26 @@ fn child(budget: u64) {
     assert!(result.runs <= 6, "{result:?}");
 }
 
+/// The probe's runs and its accuracy (chosen / true maximum) under a limit of `budget_mib` above the
+/// warmed-up size, from a child.
 fn run_child(budget_mib: u64) -> (u32, f64) {
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "probe_lands_within_ten_percent_of_the_true_maximum",
-            "--nocapture",
-        ])
-        .env("SDA_PROBE_CHILD_BUDGET_MIB", budget_mib.to_string())
-        // RLIMIT_AS counts reserved address space, and glibc reserves 64 MiB for each new thread
-        // arena the first time a thread allocates — at a moment no warm-up can pin down, which made
-        // the limit, not the memory in use, decide the "true maximum". One arena keeps the limit a
-        // measure of memory.
-        .env("MALLOC_ARENA_MAX", "1")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "budget {budget_mib} MiB:\n{stdout}\n{stderr}"
+    let out = ChildRun::test("probe_lands_within_ten_percent_of_the_true_maximum", ROLE)
+        .address_space_budget(budget_mib * MIB)
+        .deadline(Duration::from_secs(300))
+        .run();
+    out.assert_success(&format!("budget {budget_mib} MiB"));
+    let line = out.result_line();
+    println!(
+        "{}",
+        line.unwrap_or_else(|| panic!("no result line: {}", out.stdout))
     );
-    let line = stdout
-        .lines()
-        .find(|l| l.starts_with("RESULT"))
-        .unwrap_or_else(|| panic!("no result line: {stdout}"))
-        .to_string();
-    println!("{line}");
-    let field = |name: &str| -> String {
-        line.split_whitespace()
-            .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
-            .unwrap()
-            .to_string()
-    };
-    (
-        field("runs").parse().unwrap(),
-        field("ratio").parse().unwrap(),
-    )
+    (out.parsed_field("runs"), out.parsed_field("ratio"))
 }
 
 #[test]
 fn probe_lands_within_ten_percent_of_the_true_maximum() {
-    if let Ok(budget) = std::env::var("SDA_PROBE_CHILD_BUDGET_MIB") {
-        child(budget.parse::<u64>().unwrap() * MIB);
+    if child::is_child(ROLE) {
+        limited_child();
         return;
     }
     // The last budget's true maximum is above 256, where the seeds' search stops at its cap.
@@ -222,15 +189,6 @@ fn a_step_in_the_memory_curve_still_ends_on_a_batch_that_ran_within_the_budget()
 #[test]
 fn cancelling_from_the_progress_callback_returns_cancelled_promptly_and_leaks_nothing() {
     let ctx = cpu_context();
-    let rss = || {
-        let text = std::fs::read_to_string("/proc/self/statm").unwrap();
-        text.split_whitespace()
-            .nth(1)
-            .unwrap()
-            .parse::<u64>()
-            .unwrap()
-            * 4096
-    };
     let probe_once = || {
         let mut calls = 0;
         let mut progress = |_: &probe::ProbeProgress| {
@@ -255,7 +213,7 @@ fn cancelling_from_the_progress_callback_returns_cancelled_promptly_and_leaks_no
     for _ in 0..5 {
         let _ = probe_once();
     }
-    let start = rss();
+    let start = memory::rss();
     let backend = ctx.load_backend().unwrap();
     let allocated = || {
         backend
@@ -269,7 +227,7 @@ fn cancelling_from_the_progress_callback_returns_cancelled_promptly_and_leaks_no
         assert_eq!(r.unwrap_err().kind(), ErrorKind::Cancelled);
     }
     assert_eq!(allocated(), tensors_before, "no torch memory left behind");
-    let end = rss();
+    let end = memory::rss();
     let growth = end as f64 / start as f64 - 1.0;
     assert!(
         growth < 0.02,

@@ -1,13 +1,15 @@
 //! Auto-configuration: every tier boundary of the built-in table, a table from TOML replacing it, a
 //! stored probe result beating it, and model-size advice that is more careful for larger models.
 
-use sda_core::config::{Config, MemoryStrategy};
+use sda_core::bytes::BYTES_PER_GB;
+use sda_core::config::Config;
 use sda_core::context::Context;
+use sda_core::memory::MemoryStrategy;
 use sda_core::preference::DeviceKind;
 use sda_core::recommend::{
-    self, builtin_tiers, BatchSource, DeviceFacts, Recommendation, BYTES_PER_GB,
-    LARGE_MODEL_PARAMETERS, SMALL_MODEL_PARAMETERS,
+    self, BatchSource, DeviceFacts, Recommendation, LARGE_MODEL_PARAMETERS, SMALL_MODEL_PARAMETERS,
 };
+use sda_core::tiers::{self, builtin_tiers};
 use sda_testkit::InjectedMachine;
 use std::sync::Arc;
 
@@ -44,7 +46,7 @@ fn every_builtin_tier_boundary_falls_on_the_right_side() {
     let table = builtin_tiers();
     for kind in DeviceKind::ALL {
         let tiers: Vec<_> = table.iter().filter(|t| t.device == kind).collect();
-        let check = |memory: u64, expected: &sda_core::recommend::Tier| {
+        let check = |memory: u64, expected: &tiers::Tier| {
             let r = if kind == DeviceKind::Cuda {
                 recommend_on_gpu(config.clone(), memory)
             } else {
@@ -140,7 +142,7 @@ fn a_table_from_toml_replaces_the_builtin_tiers_of_its_kind() {
     let cpu = recommend_for(&config, DeviceKind::Cpu, gb(64.0));
     assert_eq!(cpu.batch_size, 256);
     assert!(!cpu.tier_from_config);
-    let table = recommend::effective_tiers(&config.tiers);
+    let table = tiers::effective_tiers(&config.tiers);
     assert_eq!(
         table
             .iter()

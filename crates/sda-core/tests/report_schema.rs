@@ -300,7 +300,7 @@ impl<'a> Reader<'a> {
         self.get(path).as_bool().unwrap_or_else(|| panic!("{path}"))
     }
     fn bytes(&self, path: &str) -> String {
-        report::human_bytes(self.u64(path))
+        sda_core::bytes::human_bytes(self.u64(path))
     }
     fn yes_no(&self, path: &str) -> &'static str {
         if self.bool(path) {

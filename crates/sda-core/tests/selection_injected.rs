@@ -138,6 +138,34 @@ fn injected_one_gpu_index_out_of_range_is_an_error_naming_the_count() {
 }
 
 #[test]
+fn injected_broken_gpu_under_auto_warns_like_an_explicit_request_and_honours_strict() {
+    let mut m = InjectedMachine::new(1);
+    m.broken = vec![0];
+    let warnings = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let seen = Arc::clone(&warnings);
+    sda_core::log::set_sink(Some(Arc::new(move |level, message: &str| {
+        if level == sda_core::log::Level::Warn {
+            seen.lock().unwrap().push(message.to_string());
+        }
+    })));
+    let s = device::select(pref("auto"), &policy(), &LaunchEnv::default(), &m).unwrap();
+    sda_core::log::set_sink(None);
+    assert!(s.fell_back && s.kind == DeviceKind::Cpu);
+    let warnings = warnings.lock().unwrap().clone();
+    assert!(
+        warnings.iter().any(|w| w.contains("smoke test")),
+        "no fallback warning: {warnings:?}"
+    );
+    let strict = SelectionPolicy {
+        strict: true,
+        ..policy()
+    };
+    let e = device::select(pref("auto"), &strict, &LaunchEnv::default(), &m).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::DeviceUnavailable, "{e}");
+    assert!(e.message().contains("smoke test"), "{e}");
+}
+
+#[test]
 fn injected_broken_gpu_falls_back_to_cpu_and_says_why() {
     let mut m = InjectedMachine::new(1);
     m.broken = vec![0];

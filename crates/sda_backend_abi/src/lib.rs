@@ -98,6 +98,13 @@ pub struct MemoryStats {
 pub type ErrBuf = *mut c_char;
 
 /// The table of functions the backend module provides. All pointers are non-null.
+///
+/// # Calling contract
+/// Every function may be called from any thread, any number of times, with any integer or float
+/// arguments (they are checked and answered with a status). Each pointer argument must be NULL or
+/// valid for the access its name says: `out` for one aligned write of its type, `workload` for one
+/// aligned read, `err` for `err_cap` bytes of writes. A NULL `out` or `workload` is answered with
+/// [`STATUS_INVALID_ARGUMENT`]; a NULL `err` (or an `err_cap` of 0) just receives no message.
 #[repr(C)]
 pub struct BackendApi {
     /// Must equal [`ABI_VERSION`].
@@ -208,7 +215,8 @@ pub fn read_fixed(buf: &[c_char]) -> String {
 
 /// Writes `s` into a fixed `c_char` buffer, NUL-terminated and truncated to fit.
 pub fn write_fixed(buf: &mut [c_char], s: &str) {
-    // SAFETY: the slice is valid for its own length.
+    // SAFETY: a `&mut [c_char]` is valid for writes of exactly `buf.len()` bytes, the capacity
+    // passed, and the exclusive borrow keeps anything else from touching it meanwhile.
     unsafe { write_message(buf.as_mut_ptr(), buf.len(), s) }
 }
 
@@ -242,6 +250,7 @@ mod tests {
     #[test]
     fn zero_capacity_writes_nothing() {
         let mut buf = [7 as c_char; 1];
+        // SAFETY: `buf` is a live one-byte local; with a capacity of 0 nothing may be written at all.
         unsafe { write_message(buf.as_mut_ptr(), 0, "x") };
         assert_eq!(buf[0], 7);
     }

@@ -127,6 +127,10 @@ unsafe fn guarded(err: ErrBuf, err_cap: usize, body: impl FnOnce() -> Outcome) -
 }
 
 /// Calls a shim function with a scratch message buffer and turns a non-OK status into a [`Failure`].
+///
+/// `call` receives a pointer to a live 1024-byte buffer on this stack frame and that length: exactly
+/// the `(err, cap)` pair every shim function needs (it writes at most `cap` bytes there, NUL
+/// included, and catches every C++ exception, so nothing unwinds out of it).
 fn shim(call: impl FnOnce(*mut c_char, usize) -> i32) -> Outcome {
     let mut buf = [0 as c_char; 1024];
     let status = call(buf.as_mut_ptr(), buf.len());
@@ -145,6 +149,9 @@ fn init_once() {
         install_silent_panic_hook();
         // A failure leaves libtorch's own allocator in place; CPU memory_stats then reports
         // STATUS_UNAVAILABLE (it checks that the counter is active) instead of wrong numbers.
+        // SAFETY: the shim function takes only `shim`'s live `(err, cap)` buffer; it is declared in
+        // ffi.rs with the signature of sda_shim.cpp, and swapping the allocator here, inside
+        // `Once`, happens before this module has created any tensor.
         let _ = shim(|e, c| unsafe { ffi::sda_shim_install_cpu_counter(e, c) });
     });
 }
@@ -187,6 +194,8 @@ fn target(kind: i32, index: i32) -> Result<Target, Failure> {
 /// `at::hasMPS()` through the shim (safe before `load_cuda`: it does not latch anything).
 fn has_mps() -> Result<bool, Failure> {
     let mut out = 0u8;
+    // SAFETY: `out` is a live `uint8_t` local and `(e, c)` is `shim`'s live message buffer, as the
+    // shim's declaration in ffi.rs (matching sda_shim.cpp) requires.
     shim(|e, c| unsafe { ffi::sda_shim_has_mps(&mut out, e, c) })?;
     Ok(out == 1)
 }
@@ -194,6 +203,8 @@ fn has_mps() -> Result<bool, Failure> {
 /// Number of CUDA devices libtorch sees. Only called once CUDA is loaded (else it would latch).
 fn cuda_device_count() -> Result<i32, Failure> {
     let mut out = 0i32;
+    // SAFETY: `out` is a live `int32_t` local and `(e, c)` is `shim`'s live message buffer, as the
+    // shim's declaration in ffi.rs (matching sda_shim.cpp) requires; any `kind` is checked there.
     shim(|e, c| unsafe { ffi::sda_shim_device_count(DEVICE_CUDA, &mut out, e, c) })?;
     Ok(out)
 }
@@ -472,7 +483,8 @@ unsafe extern "C" fn api_facts(out: *mut BackendFacts, err: ErrBuf, err_cap: usi
         if out.is_null() {
             return Err(Failure::new(STATUS_INVALID_ARGUMENT, "facts: out is NULL"));
         }
-        // SAFETY: BackendFacts is plain data (byte arrays and integers): all-zero is valid.
+        // SAFETY: BackendFacts is plain data (`c_char` arrays, `u8`s and an `i32`, no pointer, no
+        // enum, no reference), for which the all-zero bit pattern is a valid value.
         let mut facts: BackendFacts = unsafe { std::mem::zeroed() };
         write_fixed(&mut facts.built_libtorch_version, BUILT_VERSION);
         write_fixed(&mut facts.built_libtorch_dir, BUILT_DIR);
@@ -485,7 +497,9 @@ unsafe extern "C" fn api_facts(out: *mut BackendFacts, err: ErrBuf, err_cap: usi
         facts.mps_available = u8::from(has_mps()?);
         // Asking before load_cuda would latch the CPU-only answer for the process.
         facts.cuda_device_count = if loaded { cuda_device_count()? } else { 0 };
-        // SAFETY: checked non-NULL above; the caller provides a valid BackendFacts.
+        // SAFETY: `out` was checked non-NULL above, and the table's contract (sda_backend_abi)
+        // makes the caller pass a pointer valid and aligned for one `BackendFacts` write; `write`
+        // drops nothing (BackendFacts is `Copy`).
         unsafe { out.write(facts) };
         Ok(())
     })
@@ -521,6 +535,8 @@ unsafe extern "C" fn api_set_memory_fraction(
             ));
         }
         let (kind, index) = accelerator(target)?;
+        // SAFETY: plain values and `shim`'s live `(err, cap)` buffer, matching the declaration in
+        // ffi.rs; `accelerator` has checked that CUDA is loaded and the index below the count.
         shim(|e, c| unsafe { ffi::sda_shim_set_memory_fraction(kind, index, fraction, e, c) })
     })
 }
@@ -562,6 +578,8 @@ unsafe extern "C" fn api_memory_stats(
         let mut stats = MemoryStats::default();
         if target == Target::Cpu {
             let mut active = 0u8;
+            // SAFETY: `active` is a live `uint8_t` local and `(e, c)` is `shim`'s live message
+            // buffer, as the declaration in ffi.rs (matching sda_shim.cpp) requires.
             shim(|e, c| unsafe { ffi::sda_shim_cpu_counter_active(&mut active, e, c) })?;
             if active != 1 {
                 return Err(Failure::new(
@@ -571,7 +589,8 @@ unsafe extern "C" fn api_memory_stats(
                 ));
             }
             let (mut current, mut peak, mut ooms) = (0u64, 0u64, 0u64);
-            // SAFETY: three valid out-pointers; the function cannot fail or throw.
+            // SAFETY: three live `u64` locals as the out-pointers ffi.rs declares; the shim only reads
+            // atomics into them, so it cannot fail or throw.
             unsafe { ffi::sda_shim_cpu_counts(&mut current, &mut peak, &mut ooms) };
             // The CPU allocator does not cache, so reserved == allocated; free/total come from the
             // host (the core fills them).
@@ -583,6 +602,9 @@ unsafe extern "C" fn api_memory_stats(
         } else {
             let (kind, index) = accelerator(target)?;
             let s = &mut stats;
+            // SAFETY: seven out-pointers to distinct `u64` fields of the live `stats` local and
+            // `shim`'s live `(err, cap)` buffer, as declared in ffi.rs; `accelerator` has checked
+            // that the device may be asked about and that the index exists.
             shim(|e, c| unsafe {
                 ffi::sda_shim_memory_stats(
                     kind,
@@ -599,7 +621,9 @@ unsafe extern "C" fn api_memory_stats(
                 )
             })?;
         }
-        // SAFETY: checked non-NULL above; the caller provides a valid MemoryStats.
+        // SAFETY: `out` was checked non-NULL above, and the table's contract (sda_backend_abi)
+        // makes the caller pass a pointer valid and aligned for one `MemoryStats` write; `write`
+        // drops nothing (MemoryStats is `Copy`).
         unsafe { out.write(stats) };
         Ok(())
     })
@@ -613,6 +637,8 @@ unsafe extern "C" fn api_empty_cache(kind: i32, index: i32, err: ErrBuf, err_cap
             return Ok(()); // the CPU allocator keeps no cache
         }
         let (kind, index) = accelerator(target)?;
+        // SAFETY: plain values and `shim`'s live `(err, cap)` buffer, matching the declaration in
+        // ffi.rs; `accelerator` has checked the device may be asked about and the index exists.
         shim(|e, c| unsafe { ffi::sda_shim_empty_cache(kind, index, e, c) })
     })
 }
@@ -622,11 +648,14 @@ unsafe extern "C" fn api_reset_peak(kind: i32, index: i32, err: ErrBuf, err_cap:
     guarded(err, err_cap, || {
         let target = target(kind, index)?;
         if target == Target::Cpu {
-            // SAFETY: no arguments; cannot fail.
+            // SAFETY: takes no argument and only stores to the counting allocator's atomics, so it
+            // cannot fail or throw (declared in ffi.rs as in sda_shim.cpp).
             unsafe { ffi::sda_shim_cpu_reset_peak() };
             return Ok(());
         }
         let (kind, index) = accelerator(target)?;
+        // SAFETY: plain values and `shim`'s live `(err, cap)` buffer, matching the declaration in
+        // ffi.rs; `accelerator` has checked the device may be asked about and the index exists.
         shim(|e, c| unsafe { ffi::sda_shim_reset_peak(kind, index, e, c) })
     })
 }
@@ -649,7 +678,9 @@ unsafe extern "C" fn api_run_conv1d(
                 "conv1d: workload is NULL",
             ));
         }
-        // SAFETY: checked non-NULL; the caller provides a valid Conv1dWorkload (plain data, copied).
+        // SAFETY: `workload` was checked non-NULL, and the table's contract (sda_backend_abi) makes
+        // the caller pass a pointer valid and aligned for reading one `Conv1dWorkload`, plain
+        // integers for which any bit pattern is valid; `read` copies it out.
         let workload = unsafe { workload.read() };
         // Argument errors come before the device is looked at, size errors after.
         check_conv1d(&workload, batch)?;
@@ -747,6 +778,8 @@ mod tests {
     fn fraction_settings(previous: &str, fraction: f64) -> String {
         let previous = std::ffi::CString::new(previous).unwrap();
         let mut out = [0 as c_char; 256];
+        // SAFETY: `previous` is a live NUL-terminated CString and `out` a live local writable for
+        // the `out.len()` bytes passed, as ffi.rs declares the (test-only) shim function.
         let rc = unsafe {
             ffi::sda_shim_fraction_settings(
                 previous.as_ptr(),

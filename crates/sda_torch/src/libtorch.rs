@@ -56,7 +56,9 @@ pub fn mapped_libtorch_cpu() -> Option<PathBuf> {
         0
     }
     let mut found: Option<PathBuf> = None;
-    // SAFETY: `visit` only touches `found`, which outlives the call.
+    // SAFETY: `visit` has the C signature dl_iterate_phdr expects and only touches `found`, through
+    // `data`, an exclusive pointer to it; the iteration is synchronous, so `found` outlives every
+    // callback, and nothing else borrows it meanwhile.
     unsafe { libc::dl_iterate_phdr(Some(visit), (&mut found as *mut Option<PathBuf>).cast()) };
     found.map(|p| std::fs::canonicalize(&p).unwrap_or(p))
 }
@@ -101,7 +103,9 @@ pub fn load_cuda() -> Result<(), Failure> {
             format!("path {} contains a NUL byte", path.display()),
         )
     })?;
-    // SAFETY: plain libc calls with a valid NUL-terminated path; dlerror is read under LOAD_LOCK.
+    // SAFETY: `cpath` is a live NUL-terminated path; dlopen runs libtorch_cuda's initialisers, which
+    // register its CUDA hooks with the libtorch_cpu already mapped (the purpose of the call); dlerror
+    // is cleared and read under LOAD_LOCK, so no other load_cuda races on its thread state.
     let handle = unsafe {
         libc::dlerror(); // clear any stale error so the text below is ours
         libc::dlopen(cpath.as_ptr(), libc::RTLD_NOW | libc::RTLD_GLOBAL)

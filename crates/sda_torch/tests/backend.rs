@@ -10,12 +10,16 @@ use sda_backend_abi::*;
 fn stats(kind: i32, index: i32) -> (i32, MemoryStats, String) {
     let mut out = MemoryStats::default();
     let mut msg = Msg::new();
+    // SAFETY: `out` is a live, aligned MemoryStats and `msg` a live `Msg` valid for `msg.cap()`
+    // bytes; kind and index are plain integers the function checks.
     let rc = unsafe { (api().memory_stats)(kind, index, &mut out, msg.ptr(), msg.cap()) };
     (rc, out, msg.text())
 }
 
 fn smoke(kind: i32, index: i32) -> (i32, String) {
     let mut msg = Msg::new();
+    // SAFETY: `msg` is a live `Msg`, valid for `msg.cap()` bytes of writes; the other arguments are
+    // plain values the function checks (BackendApi's calling contract).
     let rc = unsafe { (api().smoke_test)(kind, index, msg.ptr(), msg.cap()) };
     (rc, msg.text())
 }
@@ -23,14 +27,20 @@ fn smoke(kind: i32, index: i32) -> (i32, String) {
 #[test]
 fn entry_hands_out_the_table_only_for_its_own_abi_version() {
     let _s = serial();
+    // SAFETY: sda_torch_backend_entry takes a plain integer and may be called at any time.
     let table = unsafe { entry()(ABI_VERSION) };
     assert!(!table.is_null());
+    // SAFETY: just checked non-NULL: the entry point returns NULL or the module's static table,
+    // which lives as long as the process (`common::library()` never unloads the module).
     let table = unsafe { &*table };
     assert_eq!(table.abi_version, ABI_VERSION);
     assert_eq!(table.size as usize, std::mem::size_of::<BackendApi>());
+    // SAFETY: a plain integer, as above; the result is only compared, not dereferenced.
     assert!(unsafe { entry()(ABI_VERSION + 1) }.is_null());
+    // SAFETY: as above.
     assert!(unsafe { entry()(0) }.is_null());
     // The same static table every time.
+    // SAFETY: as above.
     assert_eq!(unsafe { entry()(ABI_VERSION) }, table as *const BackendApi);
 }
 
@@ -60,8 +70,12 @@ fn the_module_exports_only_its_entry_point() {
 #[test]
 fn facts_describe_the_built_and_the_mapped_libtorch() {
     let _s = serial();
+    // SAFETY: BackendFacts is plain data (`c_char` arrays and integers, no pointer or enum), so
+    // all-zero is a valid value.
     let mut facts: BackendFacts = unsafe { std::mem::zeroed() };
     let mut msg = Msg::new();
+    // SAFETY: `facts` is a live, aligned BackendFacts and `msg` a live `Msg` valid for `msg.cap()`
+    // bytes (BackendApi's calling contract).
     let rc = unsafe { (api().facts)(&mut facts, msg.ptr(), msg.cap()) };
     assert_eq!(rc, STATUS_OK, "{}", msg.text());
 
@@ -102,6 +116,8 @@ fn cpu_counting_allocator_sees_the_smoke_tests_tensors() {
 
     let mut msg = Msg::new();
     assert_eq!(
+        // SAFETY: `msg` is a live `Msg`, valid for `msg.cap()` bytes of writes; the other arguments are
+        // plain values the function checks (BackendApi's calling contract).
         unsafe { (api().reset_peak)(DEVICE_CPU, 0, msg.ptr(), msg.cap()) },
         STATUS_OK
     );
@@ -139,10 +155,14 @@ fn cpu_counting_allocator_sees_the_smoke_tests_tensors() {
 
     // empty_cache is a no-op on the CPU; reset_peak brings the peak back down.
     assert_eq!(
+        // SAFETY: `msg` is a live `Msg`, valid for `msg.cap()` bytes of writes; the other arguments are
+        // plain values the function checks (BackendApi's calling contract).
         unsafe { (api().empty_cache)(DEVICE_CPU, 0, msg.ptr(), msg.cap()) },
         STATUS_OK
     );
     assert_eq!(
+        // SAFETY: `msg` is a live `Msg`, valid for `msg.cap()` bytes of writes; the other arguments are
+        // plain values the function checks (BackendApi's calling contract).
         unsafe { (api().reset_peak)(DEVICE_CPU, 0, msg.ptr(), msg.cap()) },
         STATUS_OK
     );
@@ -163,14 +183,20 @@ fn cuda_calls_without_load_cuda_are_unavailable_and_do_not_abort() {
 
     let mut msg = Msg::new();
     assert_eq!(
+        // SAFETY: `msg` is a live `Msg`, valid for `msg.cap()` bytes of writes; the other arguments are
+        // plain values the function checks (BackendApi's calling contract).
         unsafe { (api().empty_cache)(DEVICE_CUDA, 0, msg.ptr(), msg.cap()) },
         STATUS_UNAVAILABLE
     );
     assert_eq!(
+        // SAFETY: `msg` is a live `Msg`, valid for `msg.cap()` bytes of writes; the other arguments are
+        // plain values the function checks (BackendApi's calling contract).
         unsafe { (api().reset_peak)(DEVICE_CUDA, 0, msg.ptr(), msg.cap()) },
         STATUS_UNAVAILABLE
     );
     assert_eq!(
+        // SAFETY: `msg` is a live `Msg`, valid for `msg.cap()` bytes of writes; the other arguments are
+        // plain values the function checks (BackendApi's calling contract).
         unsafe { (api().set_memory_fraction)(DEVICE_CUDA, 0, 0.5, msg.ptr(), msg.cap()) },
         STATUS_UNAVAILABLE
     );
@@ -178,8 +204,12 @@ fn cuda_calls_without_load_cuda_are_unavailable_and_do_not_abort() {
     assert_eq!(smoke(DEVICE_CUDA, 1000).0, STATUS_UNAVAILABLE);
 
     // Nothing above loaded CUDA.
+    // SAFETY: BackendFacts is plain data (`c_char` arrays and integers, no pointer or enum), so
+    // all-zero is a valid value.
     let mut facts: BackendFacts = unsafe { std::mem::zeroed() };
     assert_eq!(
+        // SAFETY: `facts` is a live, aligned BackendFacts and `msg` a live `Msg` valid for `msg.cap()`
+        // bytes (BackendApi's calling contract).
         unsafe { (api().facts)(&mut facts, msg.ptr(), msg.cap()) },
         STATUS_OK
     );
@@ -198,6 +228,8 @@ fn mps_is_unavailable_off_macos() {
 fn memory_fraction_is_validated_and_unavailable_on_the_cpu() {
     let _s = serial();
     let mut msg = Msg::new();
+    // SAFETY: each call borrows a live `Msg`, valid for `msg.cap()` bytes for the whole call;
+    // kind and fraction are plain values the function checks.
     let set = |kind, fraction, msg: &mut Msg| unsafe {
         (api().set_memory_fraction)(kind, 0, fraction, msg.ptr(), msg.cap())
     };
@@ -226,18 +258,23 @@ fn bad_arguments_are_invalid_argument() {
     assert_eq!(smoke(DEVICE_CPU, -1).0, STATUS_INVALID_ARGUMENT);
     assert_eq!(smoke(42, 0).0, STATUS_INVALID_ARGUMENT);
     assert_eq!(smoke(DEVICE_CPU, 1).0, STATUS_UNAVAILABLE);
+    // SAFETY: a NULL `out` is allowed by the calling contract (it is answered with
+    // STATUS_INVALID_ARGUMENT); `msg` is a live `Msg` valid for `msg.cap()` bytes.
     let rc =
         unsafe { (api().memory_stats)(DEVICE_CPU, 0, std::ptr::null_mut(), msg.ptr(), msg.cap()) };
     assert_eq!(rc, STATUS_INVALID_ARGUMENT);
+    // SAFETY: as above, for `facts`' NULL `out`.
     let rc = unsafe { (api().facts)(std::ptr::null_mut(), msg.ptr(), msg.cap()) };
     assert_eq!(rc, STATUS_INVALID_ARGUMENT);
     // A NULL or tiny error buffer is fine.
     assert_eq!(
+        // SAFETY: a NULL error buffer with a capacity of 0 is allowed by the calling contract.
         unsafe { (api().smoke_test)(42, 0, std::ptr::null_mut(), 0) },
         STATUS_INVALID_ARGUMENT
     );
     let mut tiny = [0 as std::os::raw::c_char; 4];
     assert_eq!(
+        // SAFETY: `tiny` is a live 4-byte local, the capacity passed.
         unsafe { (api().smoke_test)(42, 0, tiny.as_mut_ptr(), tiny.len()) },
         STATUS_INVALID_ARGUMENT
     );

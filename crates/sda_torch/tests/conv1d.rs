@@ -25,6 +25,8 @@ const BENCH: Conv1dWorkload = Conv1dWorkload {
 
 fn run(kind: i32, index: i32, workload: &Conv1dWorkload, batch: u32) -> (i32, String) {
     let mut msg = Msg::new();
+    // SAFETY: `workload` borrows a live Conv1dWorkload and `msg` is a live `Msg` valid for
+    // `msg.cap()` bytes; the rest are plain integers the function checks.
     let rc = unsafe { (api().run_conv1d)(kind, index, workload, batch, msg.ptr(), msg.cap()) };
     (rc, msg.text())
 }
@@ -36,6 +38,8 @@ fn cpu(workload: &Conv1dWorkload, batch: u32) -> (i32, String) {
 fn cpu_stats() -> MemoryStats {
     let mut out = MemoryStats::default();
     let mut msg = Msg::new();
+    // SAFETY: `out` is a live, aligned MemoryStats and `msg` a live `Msg` valid for
+    // `msg.cap()` bytes (BackendApi's calling contract).
     let rc = unsafe { (api().memory_stats)(DEVICE_CPU, 0, &mut out, msg.ptr(), msg.cap()) };
     assert_eq!(rc, STATUS_OK, "{}", msg.text());
     out
@@ -43,6 +47,8 @@ fn cpu_stats() -> MemoryStats {
 
 fn reset_cpu_peak() {
     let mut msg = Msg::new();
+    // SAFETY: `msg` is a live `Msg`, valid for `msg.cap()` bytes of writes; the other arguments are
+    // plain values the function checks (BackendApi's calling contract).
     let rc = unsafe { (api().reset_peak)(DEVICE_CPU, 0, msg.ptr(), msg.cap()) };
     assert_eq!(rc, STATUS_OK, "{}", msg.text());
 }
@@ -203,11 +209,15 @@ fn bad_workloads_are_invalid_argument_and_bad_devices_unavailable() {
         "with_backward",
     );
     let mut msg = Msg::new();
+    // SAFETY: a NULL `workload` is allowed by the calling contract (it is answered with
+    // STATUS_INVALID_ARGUMENT); `msg` is a live `Msg` valid for `msg.cap()` bytes.
     let rc =
         unsafe { (api().run_conv1d)(DEVICE_CPU, 0, std::ptr::null(), 1, msg.ptr(), msg.cap()) };
     assert_eq!(rc, STATUS_INVALID_ARGUMENT);
     assert!(msg.text().contains("NULL"), "{}", msg.text());
     // A NULL error buffer is fine.
+    // SAFETY: `BENCH` is a static Conv1dWorkload; a NULL error buffer with a capacity of 0 is
+    // allowed by the calling contract.
     let rc = unsafe { (api().run_conv1d)(DEVICE_CPU, 0, &BENCH, 0, std::ptr::null_mut(), 0) };
     assert_eq!(rc, STATUS_INVALID_ARGUMENT);
 
@@ -237,9 +247,13 @@ fn cuda_without_load_cuda_is_unavailable() {
     // Argument errors are reported before the device is looked at.
     assert_eq!(run(DEVICE_CUDA, 0, &BENCH, 0).0, STATUS_INVALID_ARGUMENT);
     // Nothing above loaded CUDA.
+    // SAFETY: BackendFacts is plain data (`c_char` arrays and integers, no pointer or enum), so
+    // all-zero is a valid value.
     let mut facts: BackendFacts = unsafe { std::mem::zeroed() };
     let mut msg = Msg::new();
     assert_eq!(
+        // SAFETY: `facts` is a live, aligned BackendFacts and `msg` a live `Msg` valid for `msg.cap()`
+        // bytes (BackendApi's calling contract).
         unsafe { (api().facts)(&mut facts, msg.ptr(), msg.cap()) },
         STATUS_OK
     );

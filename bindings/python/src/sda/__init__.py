@@ -155,6 +155,7 @@ def set_log_callback(callback: Callable[[LogLevel, str], None] | None) -> None:
     with _log_lock:
         if callback is None:
             lib.sda_set_log_callback(_ffi.sda_log_callback(), None)
+            # Returned: libsda no longer calls the old thunk, so it may go.
             _log_callback_keepalive = None
             return
 
@@ -166,7 +167,9 @@ def set_log_callback(callback: Callable[[LogLevel, str], None] | None) -> None:
 
         c_callback = _ffi.sda_log_callback(on_log)
         lib.sda_set_log_callback(c_callback, None)
-        # libsda keeps the function pointer: the ctypes object must live as long as it is installed.
+        # libsda calls the thunk until sda_set_log_callback replaces it, and not once after that call
+        # returns (its documented guarantee): so the new thunk is kept from here on, and the old one
+        # may be released now, not earlier.
         _log_callback_keepalive = c_callback
 
 

@@ -27,15 +27,19 @@ pub fn module_path() -> PathBuf {
 /// The loaded module; leaked on purpose (the module is `-z nodelete` anyway).
 pub fn library() -> &'static libloading::Library {
     static LIB: OnceLock<libloading::Library> = OnceLock::new();
-    // SAFETY: loading our own module runs libtorch's static initialisers, nothing else.
     LIB.get_or_init(|| {
+        // SAFETY: loading our own module runs only its static initialisers and libtorch's (found
+        // through its rpath), which have no preconditions; the Library lives in a static and is
+        // never unloaded, so pointers taken from it stay valid.
         unsafe { libloading::Library::new(module_path()) }.expect("dlopen libsda_torch.so")
     })
 }
 
 /// The entry point.
 pub fn entry() -> EntryFn {
-    // SAFETY: the symbol has the EntryFn signature (sda_backend_abi).
+    // SAFETY: ENTRY_SYMBOL names sda_torch_backend_entry, which the module defines with exactly the
+    // EntryFn type (both sides are built from sda_backend_abi); the copied pointer stays valid
+    // because `library()` never unloads the module.
     unsafe {
         *library()
             .get::<EntryFn>(ENTRY_SYMBOL)
@@ -45,13 +49,16 @@ pub fn entry() -> EntryFn {
 
 /// The table for this ABI version.
 pub fn api() -> &'static BackendApi {
-    // SAFETY: a non-NULL result points at the module's static table.
+    // SAFETY: the entry point takes a plain integer and may be called from any thread at any time.
     let ptr = unsafe { entry()(ABI_VERSION) };
     assert!(!ptr.is_null(), "entry returned NULL for ABI_VERSION");
+    // SAFETY: a non-NULL result points at the module's static, immutable table, which lives as long
+    // as the never-unloaded module, so a `'static` shared borrow of it is sound.
     unsafe { &*ptr }
 }
 
-/// An error buffer for one call.
+/// An error buffer for one call: [`Msg::ptr`] is valid for [`Msg::cap`] bytes of writes for as long
+/// as the `Msg` lives and is not moved.
 pub struct Msg {
     /// The caller-owned message buffer.
     pub buf: [c_char; 512],
