@@ -11,7 +11,6 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::log;
 use crate::preference::DeviceKind;
 use sda_backend_abi as abi;
-use std::collections::BTreeMap;
 use std::os::raw::c_char;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -63,119 +62,6 @@ pub fn loaded() -> Option<&'static Backend> {
     LOADED.get().copied()
 }
 
-/// What became of one `[environment]` entry of the configuration when the backend was loaded.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum EnvOutcome {
-    /// libsda set the variable (it was not set in the process).
-    Applied,
-    /// The process already had the variable with the same value.
-    AlreadySet,
-    /// The process already had the variable with another value, which was kept: the environment the
-    /// user or launcher started the process with wins over the file.
-    ProcessValueKept,
-}
-
-impl EnvOutcome {
-    /// `applied`, `already_set` or `process_value_kept`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EnvOutcome::Applied => "applied",
-            EnvOutcome::AlreadySet => "already_set",
-            EnvOutcome::ProcessValueKept => "process_value_kept",
-        }
-    }
-}
-
-/// One `[environment]` entry and what loading the backend did with it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct EnvApplication {
-    /// Variable name.
-    pub name: String,
-    /// The configuration's value.
-    pub value: String,
-    /// What happened.
-    pub outcome: EnvOutcome,
-    /// The process's own value when it was kept.
-    pub process_value: Option<String>,
-}
-
-/// Decides what to do with each `[environment]` entry, given the process environment seen through
-/// `lookup`: set only the names that are not set yet. Pure, so that tests need not touch the process
-/// environment.
-pub fn plan_environment(
-    wanted: &BTreeMap<String, String>,
-    lookup: &dyn Fn(&str) -> Option<String>,
-) -> Vec<EnvApplication> {
-    wanted
-        .iter()
-        .map(|(name, value)| {
-            let (outcome, process_value) = match lookup(name) {
-                None => (EnvOutcome::Applied, None),
-                Some(v) if v == *value => (EnvOutcome::AlreadySet, None),
-                Some(v) => (EnvOutcome::ProcessValueKept, Some(v)),
-            };
-            EnvApplication {
-                name: name.clone(),
-                value: value.clone(),
-                outcome,
-                process_value,
-            }
-        })
-        .collect()
-}
-
-/// What the load that started the backend did with its configuration's `[environment]`.
-static ENVIRONMENT_APPLIED: Mutex<Vec<EnvApplication>> = Mutex::new(Vec::new());
-
-/// The `[environment]` entries of the load that started the backend (or of the last attempt, when
-/// none succeeded), with what happened to each; empty before any attempt, or when the configuration
-/// listed none.
-pub fn environment_applied() -> Vec<EnvApplication> {
-    ENVIRONMENT_APPLIED
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone()
-}
-
-/// Applies `[environment]` to the process right before the backend starts: libtorch and CUDA read
-/// variables such as `PYTORCH_CUDA_ALLOC_CONF` once, when they start, so later is too late.
-///
-/// Only names that are not set yet are set, so the process's own environment (what the user or the
-/// launcher chose) always wins. Setting environment variables is not thread-safe in C: a `getenv` in
-/// another thread at the same moment may read freed memory (glibc). libsda therefore does it only here,
-/// once per process, under the loading lock and just before the `dlopen`, and only when the
-/// configuration lists variables; a host that must never have its environment changed leaves
-/// `[environment]` empty and sets the variables itself before it starts threads.
-fn apply_environment(
-    wanted: &BTreeMap<String, String>,
-    messages: &mut log::Deferred,
-) -> Vec<EnvApplication> {
-    let plan = plan_environment(wanted, &|name| {
-        std::env::var_os(name).map(|v| v.to_string_lossy().into_owned())
-    });
-    for entry in &plan {
-        if entry.outcome == EnvOutcome::Applied {
-            std::env::set_var(&entry.name, &entry.value);
-            messages.push(
-                log::Level::Info,
-                format!(
-                    "set {}={} from the configuration's [environment]",
-                    entry.name, entry.value
-                ),
-            );
-        } else if let Some(kept) = &entry.process_value {
-            messages.push(
-                log::Level::Info,
-                format!(
-                    "kept {}={kept} from the process environment (the configuration says {})",
-                    entry.name, entry.value
-                ),
-            );
-        }
-    }
-    plan
-}
-
 /// Loads of the module attempted in this process (searches included): a diagnostic that shows hot
 /// paths do not search again after a failure.
 static LOAD_ATTEMPTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -204,65 +90,23 @@ pub fn find_module(configured: &str) -> Result<PathBuf> {
         })
 }
 
-/// Loads the backend module (once per process) and returns it, without applying any configuration
-/// environment; see [`load_with_environment`].
-pub fn load(configured: &str) -> Result<&'static Backend> {
-    load_with_environment(configured, &BTreeMap::new())
-}
-
 /// Loads the backend module (once per process) and returns it.
 ///
 /// `configured` is the config's `hardware.backend` (empty = not set); see [`candidate_paths`] for where
-/// the module is looked for. `environment` is the config's `[environment]`: applied to the process
-/// right before the module is opened (see [`apply_environment`]; [`environment_applied`] reports it).
-/// When the backend is already loaded nothing is applied, and entries that the process does not have
-/// are logged as a warning (they come too late to matter). Failures are not cached, so a host that
-/// fixes its installation can try again.
-pub fn load_with_environment(
-    configured: &str,
-    environment: &BTreeMap<String, String>,
-) -> Result<&'static Backend> {
+/// the module is looked for. The configuration's `[environment]` is not this function's business: it
+/// was applied when the context was created (see [`crate::environment`]), before anything in the
+/// process could read it. Failures are not cached here, so a host that fixes its installation can
+/// try again (contexts keep their own failure, see `Context::backend`).
+pub fn load(configured: &str) -> Result<&'static Backend> {
     // Declared before the lock, so dropped after it: the host's log callback runs with the lock
     // released, and a callback that loads the backend itself cannot deadlock on it.
     let mut messages = log::Deferred::new();
     let _loading = LOADING.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(backend) = loaded() {
-        let late: Vec<String> = plan_environment(environment, &|name| std::env::var(name).ok())
-            .into_iter()
-            .filter(|e| e.outcome != EnvOutcome::AlreadySet)
-            .map(|e| e.name)
-            .collect();
-        if !late.is_empty() {
-            messages.push(
-                log::Level::Warn,
-                format!(
-                    "the torch backend was already loaded, so [environment] entries {} of this \
-                     configuration were not applied; libtorch reads them only at start-up",
-                    late.join(", ")
-                ),
-            );
-        }
         return Ok(backend);
     }
     LOAD_ATTEMPTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let path = find_module(configured)?;
-    let mut applied = apply_environment(environment, &mut messages);
-    {
-        let mut record = ENVIRONMENT_APPLIED
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        // After a failed attempt the variables libsda set are "already set" on the retry; they are
-        // still libsda's doing.
-        for entry in &mut applied {
-            let set_before = record
-                .iter()
-                .any(|r| r.name == entry.name && r.outcome == EnvOutcome::Applied);
-            if set_before && entry.outcome == EnvOutcome::AlreadySet {
-                entry.outcome = EnvOutcome::Applied;
-            }
-        }
-        *record = applied;
-    }
     let backend = open(&path)?;
     let backend: &'static Backend = Box::leak(Box::new(backend));
     messages.push(
@@ -675,35 +519,6 @@ impl Backend {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn environment_entries_are_set_only_when_the_process_lacks_them() {
-        let wanted: BTreeMap<String, String> = [
-            ("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True"),
-            ("OMP_NUM_THREADS", "4"),
-            ("SAME", "1"),
-        ]
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-        let lookup = |name: &str| match name {
-            "OMP_NUM_THREADS" => Some("8".to_string()),
-            "SAME" => Some("1".to_string()),
-            _ => None,
-        };
-        let plan = plan_environment(&wanted, &lookup);
-        let by_name = |n: &str| plan.iter().find(|e| e.name == n).unwrap().clone();
-        assert_eq!(
-            by_name("PYTORCH_CUDA_ALLOC_CONF").outcome,
-            EnvOutcome::Applied
-        );
-        let kept = by_name("OMP_NUM_THREADS");
-        assert_eq!(kept.outcome, EnvOutcome::ProcessValueKept);
-        assert_eq!(kept.process_value.as_deref(), Some("8"));
-        assert_eq!(kept.value, "4");
-        assert_eq!(by_name("SAME").outcome, EnvOutcome::AlreadySet);
-        assert!(plan_environment(&BTreeMap::new(), &lookup).is_empty());
-    }
 
     #[test]
     fn version_py_of_a_cuda_wheel_parses() {

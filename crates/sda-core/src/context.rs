@@ -6,6 +6,7 @@ use crate::config::Config;
 use crate::device::{
     self, DeviceInfo, LaunchEnv, Machine, Selection, SelectionPolicy, SystemMachine,
 };
+use crate::environment;
 use crate::error::{Error, Result};
 use crate::memory::{self, MemoryInfo};
 use crate::plan::{self, LauncherEnv, Plan, PlanRequest, StrategyRequest};
@@ -43,11 +44,14 @@ pub struct Context {
 
 impl Context {
     /// A context on the real machine.
+    ///
+    /// This is the moment the configuration's `[environment]` is applied to the process (see
+    /// [`crate::environment`]): on the caller's thread, before the context selects a device (which
+    /// starts the CUDA driver) or loads the backend (which starts libtorch). Create the first context
+    /// at start-up, before other threads read the environment.
     pub fn new(config: Config) -> Context {
-        let machine = Arc::new(SystemMachine::with_environment(
-            &config.hardware.backend,
-            config.environment.clone(),
-        ));
+        environment::apply(&config.environment);
+        let machine = Arc::new(SystemMachine::new(&config.hardware.backend));
         Context::with_machine(config, machine)
     }
 
@@ -216,15 +220,13 @@ impl Context {
         )
     }
 
-    /// Loads the torch backend now (the host chooses when to pay for libtorch's start-up), applying
-    /// the config's `[environment]` first when this is the process's first load.
+    /// Loads the torch backend now (the host chooses when to pay for libtorch's start-up).
     ///
     /// This is the explicit load (the host asked: `sda_backend_load`, `sda doctor`): it always tries
     /// again after an earlier failure. Work that needs the backend implicitly uses
     /// [`Context::backend`], which does not.
     pub fn load_backend(&self) -> Result<&'static backend::Backend> {
-        let result =
-            backend::load_with_environment(&self.config.hardware.backend, &self.config.environment);
+        let result = backend::load(&self.config.hardware.backend);
         *self
             .backend_failure
             .lock()

@@ -316,8 +316,17 @@ fn load_driver(file: &str) -> Result<Loaded<DriverFns>, String> {
     })
 }
 
+/// The driver's facts, once asked for: the first ask loads the driver and calls `cuInit`.
+static FACTS: OnceLock<CudaFacts> = OnceLock::new();
+
+/// Whether this process has asked the CUDA driver already (loaded it and called `cuInit`, or found
+/// none): from then on, variables the driver reads at initialisation (`CUDA_VISIBLE_DEVICES`, ...)
+/// can no longer take effect.
+pub fn initialized() -> bool {
+    FACTS.get().is_some()
+}
+
 fn facts() -> &'static CudaFacts {
-    static FACTS: OnceLock<CudaFacts> = OnceLock::new();
     FACTS.get_or_init(|| {
         if cfg!(target_os = "macos") {
             return CudaFacts::NoDriver {

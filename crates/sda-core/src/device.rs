@@ -10,7 +10,6 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::host;
 use crate::log;
 use crate::preference::{DeviceKind, Preference};
-use std::collections::BTreeMap;
 
 /// A CUDA device as the driver reports it, before any torch work.
 #[derive(Clone, Debug, PartialEq)]
@@ -63,30 +62,19 @@ pub trait Machine: Send + Sync {
 /// The real machine: the CUDA driver by `dlopen`, and the torch backend module for smoke tests.
 pub struct SystemMachine {
     backend_path: String,
-    environment: BTreeMap<String, String>,
 }
 
 impl SystemMachine {
     /// A machine whose backend module is looked for with `backend_path` (the config's
     /// `hardware.backend`; empty = the default places).
     pub fn new(backend_path: &str) -> SystemMachine {
-        SystemMachine::with_environment(backend_path, BTreeMap::new())
-    }
-
-    /// Like [`SystemMachine::new`], and when this machine is the first to load the backend, the
-    /// config's `[environment]` is applied just before (see [`backend::load_with_environment`]).
-    pub fn with_environment(
-        backend_path: &str,
-        environment: BTreeMap<String, String>,
-    ) -> SystemMachine {
         SystemMachine {
             backend_path: backend_path.to_string(),
-            environment,
         }
     }
 
     fn backend(&self) -> Result<&'static backend::Backend> {
-        backend::load_with_environment(&self.backend_path, &self.environment)
+        backend::load(&self.backend_path)
     }
 }
 

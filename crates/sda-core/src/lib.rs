@@ -15,6 +15,7 @@ pub mod context;
 pub mod cuda_driver;
 pub mod device;
 mod elf;
+pub mod environment;
 pub mod error;
 pub mod guard;
 pub mod host;

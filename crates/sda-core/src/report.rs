@@ -12,9 +12,10 @@
 //! variables applied from the configuration, the auto-configuration, every device, all problems
 //! (information included) and the library's version.
 
-use crate::backend::{self, BackendInfo, EnvApplication, EnvOutcome};
+use crate::backend::{self, BackendInfo};
 use crate::context::Context;
 use crate::device::{DeviceInfo, Selection};
+use crate::environment::{self, EnvApplication, EnvOutcome};
 use crate::error::Result;
 use crate::host;
 use crate::memory::MemoryInfo;
@@ -136,7 +137,7 @@ pub fn gather(
             physical_cores: facts.physical_cores,
         },
         problems,
-        environment: backend::environment_applied(),
+        environment: environment::applied(),
         recommendation: context.recommend(0).ok(),
     })
 }
@@ -172,6 +173,9 @@ pub fn outcome_text(e: &EnvApplication) -> String {
             "kept the process's value {}",
             e.process_value.as_deref().unwrap_or("")
         ),
+        EnvOutcome::TooLate => {
+            "not set: the CUDA driver or libtorch had already started (too late)".to_string()
+        }
     }
 }
 

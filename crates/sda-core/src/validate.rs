@@ -16,10 +16,11 @@
 //! The checks are a pure function of [`Facts`], so tests inject machines, backends and file-system
 //! answers that this computer does not have.
 
-use crate::backend::{self, BackendInfo, EnvOutcome};
+use crate::backend::{self, BackendInfo};
 use crate::config::Config;
 use crate::context::Context;
 use crate::device::CudaPresence;
+use crate::environment::{self, EnvOutcome};
 use crate::error::{Error, ErrorKind};
 use crate::memory::MemoryStrategy;
 use crate::preference::{DeviceKind, Preference};
@@ -353,7 +354,7 @@ fn check_paths(config: &Config, facts: &Facts<'_>, out: &mut Vec<Problem>) {
 
 fn check_environment(config: &Config, facts: &Facts<'_>, out: &mut Vec<Problem>) {
     let loaded = matches!(facts.backend, BackendState::Loaded(_));
-    let applied = backend::environment_applied();
+    let applied = environment::applied();
     for (name, value) in &config.environment {
         match (facts.env)(name) {
             Some(v) if v == *value => {}
@@ -368,17 +369,21 @@ fn check_environment(config: &Config, facts: &Facts<'_>, out: &mut Vec<Problem>)
                     "unset {name} before starting the program to use the configuration's value"
                 ),
             )),
-            None if loaded
-                && !applied
-                    .iter()
-                    .any(|a| a.name == *name && a.outcome == EnvOutcome::Applied) =>
+            None if applied
+                .iter()
+                .any(|a| a.name == *name && a.outcome == EnvOutcome::TooLate)
+                || (loaded
+                    && !applied
+                        .iter()
+                        .any(|a| a.name == *name && a.outcome == EnvOutcome::Applied)) =>
             {
                 out.push(Problem::new(
                     Severity::Warning,
                     "environment.too_late",
                     format!(
-                        "[environment] sets {name}={value}, but the torch backend was loaded \
-                         before this configuration could apply it; libtorch reads it only at start-up"
+                        "[environment] sets {name}={value}, but the CUDA driver or the torch \
+                         backend had started before this configuration could apply it; they read \
+                         it only at start-up"
                     ),
                     "create the context from this configuration before any torch work in the \
                      process, or export the variable before starting the program"

@@ -2,10 +2,11 @@
 //! every fact: the text is rebuilt here from the JSON alone (so the text holds nothing the JSON lacks),
 //! and every value of the JSON is used to rebuild it (so the JSON holds nothing the text lacks).
 
-use sda_core::backend::{BackendInfo, EnvApplication, EnvOutcome};
+use sda_core::backend::BackendInfo;
 use sda_core::config::Config;
 use sda_core::context::Context;
 use sda_core::device::{DeviceInfo, Selection};
+use sda_core::environment::{EnvApplication, EnvOutcome};
 use sda_core::memory::MemoryInfo;
 use sda_core::preference::DeviceKind;
 use sda_core::recommend::{self, DeviceFacts};
