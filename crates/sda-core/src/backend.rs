@@ -7,6 +7,7 @@
 //! libtorch it resolved, and keeps it for the life of the process (libtorch cannot be unloaded safely).
 
 use crate::classify;
+use crate::elf;
 use crate::error::{Error, ErrorKind, Result};
 use crate::log;
 use crate::preference::DeviceKind;
@@ -107,6 +108,7 @@ pub fn load(configured: &str) -> Result<&'static Backend> {
     }
     LOAD_ATTEMPTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let path = find_module(configured)?;
+    refuse_another_mapped_libtorch(&path)?;
     let backend = open(&path)?;
     let backend: &'static Backend = Box::leak(Box::new(backend));
     messages.push(
@@ -123,6 +125,45 @@ pub fn load(configured: &str) -> Result<&'static Backend> {
         ),
     );
     Ok(LOADED.get_or_init(|| backend))
+}
+
+/// The libtorch version the module at `module` was built against, read without opening it: the
+/// version of the libtorch its RUNPATH names (where the build linked it). `None` when that libtorch
+/// is no longer there or has no version file.
+fn built_libtorch_version(module: &Path) -> Option<String> {
+    elf::search_dirs(module)
+        .into_iter()
+        .map(|dir| dir.join(abi::LIBTORCH_CPU))
+        .find(|candidate| candidate.is_file())
+        .and_then(|libtorch| read_libtorch_version(&libtorch).0)
+}
+
+/// Refuses to open the module when the process already holds a libtorch (the host's own, or
+/// Python's after `import torch`) of another version than the module was built against: the loader
+/// would bind the module to that libtorch, and at best fail on a missing symbol, blaming the wrong
+/// thing; at worst run against an ABI it was not built for. A libtorch of the same version, from any
+/// folder, is shared (that works). When either version cannot be told, the check after loading
+/// (`check_libtorch_version`) still stands.
+fn refuse_another_mapped_libtorch(module: &Path) -> Result<()> {
+    let Some(mapped) = abi::mapped_library(abi::LIBTORCH_CPU) else {
+        return Ok(());
+    };
+    let (Some(loaded), Some(built)) = (
+        read_libtorch_version(&mapped).0,
+        built_libtorch_version(module),
+    ) else {
+        return Ok(());
+    };
+    if loaded == built {
+        return Ok(());
+    }
+    Err(Error::libtorch_version_mismatch(format!(
+        "the process already holds libtorch {loaded} ({}), but the torch backend {} was built \
+         against libtorch {built}, so it was not loaded; run the host with libtorch {built} (torch=={built}), \
+         or use a libsda backend built for libtorch {loaded}",
+        mapped.display(),
+        module.display()
+    )))
 }
 
 /// Where to look for the module. An explicit choice (`$SDA_BACKEND`, else the config's

@@ -117,3 +117,72 @@ fn a_failed_load_is_kept_until_the_host_asks_again_so_guarded_runs_do_not_search
     assert!(ctx.load_backend().is_err());
     assert_eq!(backend::load_attempts() - first, 2);
 }
+
+/// Builds a stand-in `torch/lib/libtorch_cpu.so` (an empty shared object, compiled here with the C
+/// compiler) under `root`, with a `torch/version.py` saying `version`: what a host that carries its
+/// own libtorch of another version has mapped, as far as the loader's view of file names goes.
+fn fake_libtorch(root: &std::path::Path, version: &str) -> std::path::PathBuf {
+    let lib = root.join("torch/lib");
+    std::fs::create_dir_all(&lib).unwrap();
+    let source = root.join("empty.c");
+    std::fs::write(&source, "int sda_test_fake_libtorch_marker = 1;\n").unwrap();
+    let so = lib.join("libtorch_cpu.so");
+    let status = std::process::Command::new("cc")
+        .args(["-shared", "-fPIC", "-o"])
+        .arg(&so)
+        .arg(&source)
+        .status()
+        .expect("a C compiler (cc) is installed");
+    assert!(status.success());
+    std::fs::write(
+        root.join("torch/version.py"),
+        format!("__version__ = '{version}+cpu'\ncuda: Optional[str] = None\n"),
+    )
+    .unwrap();
+    so
+}
+
+#[test]
+fn a_libtorch_of_another_version_already_in_the_process_is_refused_before_the_backend_is_opened() {
+    assert!(
+        backend::loaded().is_none(),
+        "each test runs in its own process"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let fake = fake_libtorch(dir.path(), "2.12.0");
+    // SAFETY: the stand-in has no initialisers (one int), so loading it runs no code; the handle is
+    // kept open for the rest of the test, as a host keeps its libtorch.
+    let _host_libtorch = unsafe { libloading::Library::new(&fake) }.unwrap();
+    let ctx = Context::new(Config::default());
+    let e = ctx
+        .load_backend()
+        .err()
+        .expect("a backend built for 2.13.0 must not bind to libtorch 2.12.0");
+    assert_eq!(e.kind(), ErrorKind::LibtorchVersionMismatch, "{e}");
+    let canonical = std::fs::canonicalize(&fake).unwrap();
+    for needle in ["2.12.0", "2.13.0", canonical.to_str().unwrap()] {
+        assert!(e.message().contains(needle), "{needle} missing: {e}");
+    }
+    assert!(backend::loaded().is_none());
+    // The backend module, and with it the real libtorch, was never opened.
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    assert!(!maps.contains("libsda_torch.so"), "the module was opened");
+}
+
+#[test]
+fn a_libtorch_of_the_same_version_already_in_the_process_is_shared() {
+    // The libtorch the backend was built against, mapped first, as a C++ host linked with the same
+    // libtorch would have it (LIBTORCH is set for every build and test run: torch-sys needs it).
+    let libtorch = std::env::var("LIBTORCH").expect("LIBTORCH names the libtorch of the build");
+    let cpu = std::path::Path::new(&libtorch).join("lib/libtorch_cpu.so");
+    // SAFETY: this is the libtorch the backend links; loading it first is what a host does. The
+    // handle stays open for the whole process (libtorch is never unloaded).
+    let host_libtorch = unsafe { libloading::Library::new(&cpu) }.unwrap();
+    std::mem::forget(host_libtorch);
+    let ctx = Context::new(Config::default());
+    let b = ctx.load_backend().unwrap();
+    assert_eq!(
+        b.info().loaded_libtorch_version.as_deref(),
+        Some(b.info().built_libtorch_version.as_str())
+    );
+}

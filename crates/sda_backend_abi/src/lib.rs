@@ -220,9 +220,70 @@ pub fn write_fixed(buf: &mut [c_char], s: &str) {
     unsafe { write_message(buf.as_mut_ptr(), buf.len(), s) }
 }
 
+/// File name of libtorch's CPU library, the one every libtorch build has: the core looks for it in
+/// the process before it opens the backend, and the backend to find the libtorch it is bound to.
+pub const LIBTORCH_CPU: &str = "libtorch_cpu.so";
+
+/// Path of the shared library named `file_name` that is mapped into this process (canonicalised when
+/// possible), if any: the core asks before it opens the backend (is a libtorch already there, the
+/// host's or Python's?), the backend to find the libtorch it is bound to.
+#[cfg(target_os = "linux")]
+pub fn mapped_library(file_name: &str) -> Option<std::path::PathBuf> {
+    use std::ffi::{c_int, c_void, CStr, OsStr};
+    use std::os::unix::ffi::OsStrExt;
+    use std::path::{Path, PathBuf};
+
+    /// What the iteration looks for and what it found.
+    struct Search<'a> {
+        file_name: &'a [u8],
+        found: Option<PathBuf>,
+    }
+
+    unsafe extern "C" fn visit(
+        info: *mut libc::dl_phdr_info,
+        _size: usize,
+        data: *mut c_void,
+    ) -> c_int {
+        // SAFETY: dl_iterate_phdr passes the `data` pointer given below, an exclusive pointer to a
+        // live `Search`, and an `info` valid for the duration of this call.
+        let (search, name) = unsafe { (&mut *data.cast::<Search<'_>>(), (*info).dlpi_name) };
+        if name.is_null() {
+            return 0;
+        }
+        // SAFETY: a non-null dlpi_name is the loader's NUL-terminated path of the object.
+        let bytes = unsafe { CStr::from_ptr(name) }.to_bytes();
+        let path = Path::new(OsStr::from_bytes(bytes));
+        if path
+            .file_name()
+            .is_some_and(|f| f.as_bytes() == search.file_name)
+        {
+            search.found = Some(path.to_path_buf());
+            return 1; // stop iterating
+        }
+        0
+    }
+    let mut search = Search {
+        file_name: file_name.as_bytes(),
+        found: None,
+    };
+    // SAFETY: `visit` has the C signature dl_iterate_phdr expects and only touches `search`, through
+    // `data`, an exclusive pointer to it; the iteration is synchronous, so `search` outlives every
+    // callback, and nothing else borrows it meanwhile.
+    unsafe { libc::dl_iterate_phdr(Some(visit), (&mut search as *mut Search<'_>).cast()) };
+    search.found.map(|p| std::fs::canonicalize(&p).unwrap_or(p))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_c_library_is_found_mapped_and_a_name_that_is_not_is_not() {
+        let libc_path = mapped_library("libc.so.6").expect("every Linux process maps libc");
+        assert!(libc_path.is_file(), "{}", libc_path.display());
+        assert_eq!(mapped_library("libsda_no_such_library.so"), None);
+    }
 
     #[test]
     fn write_then_read_round_trips_and_truncates_on_char_boundary() {

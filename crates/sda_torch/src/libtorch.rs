@@ -7,9 +7,8 @@
 //! libtorch in the process), which `dl_iterate_phdr` tells us.
 
 use std::ffi::{CStr, CString};
-use std::os::raw::{c_int, c_void};
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
@@ -33,34 +32,7 @@ pub fn cuda_loaded() -> bool {
 
 /// Path of the `libtorch_cpu.so` mapped into this process (canonicalised when possible), if any.
 pub fn mapped_libtorch_cpu() -> Option<PathBuf> {
-    unsafe extern "C" fn visit(
-        info: *mut libc::dl_phdr_info,
-        _size: usize,
-        data: *mut c_void,
-    ) -> c_int {
-        // SAFETY: the loader passes a valid info struct; `data` is the `Option<PathBuf>` below.
-        let found = &mut *data.cast::<Option<PathBuf>>();
-        let name = (*info).dlpi_name;
-        if name.is_null() {
-            return 0;
-        }
-        let bytes = CStr::from_ptr(name).to_bytes();
-        let path = Path::new(std::ffi::OsStr::from_bytes(bytes));
-        if path
-            .file_name()
-            .is_some_and(|f| f.as_bytes() == CPU_LIB.as_bytes())
-        {
-            *found = Some(path.to_path_buf());
-            return 1; // stop iterating
-        }
-        0
-    }
-    let mut found: Option<PathBuf> = None;
-    // SAFETY: `visit` has the C signature dl_iterate_phdr expects and only touches `found`, through
-    // `data`, an exclusive pointer to it; the iteration is synchronous, so `found` outlives every
-    // callback, and nothing else borrows it meanwhile.
-    unsafe { libc::dl_iterate_phdr(Some(visit), (&mut found as *mut Option<PathBuf>).cast()) };
-    found.map(|p| std::fs::canonicalize(&p).unwrap_or(p))
+    sda_backend_abi::mapped_library(CPU_LIB)
 }
 
 /// Path where this libtorch's CUDA library would be: beside the mapped `libtorch_cpu.so`.
