@@ -1191,7 +1191,15 @@ sda_status sda_config_free(sda_config *config);
  * selects nothing and loads no libtorch: the device is selected by `sda_select_device`, or on first
  * use with the configuration's `hardware.device`.
  *
- * Thread safety: [thread-safe].
+ * This is the moment the configuration's `[environment]` takes effect: its variables that the
+ * process does not have yet are set here, on the calling thread, before anything of libsda reads
+ * them (selection starts the CUDA driver, the backend starts libtorch), and never later from a
+ * guarded run or a probe. Entries that arrive after the CUDA driver or libtorch started in this
+ * process are not set and are reported as `too_late` (verbose report, `sda_validate_environment`).
+ * Create the first context at start-up, before other threads read the environment.
+ *
+ * Thread safety: [thread-safe], but setting `[environment]` variables races with `getenv` in other
+ * threads (glibc): a configuration with `[environment]` belongs on the thread that starts the host.
  */
 sda_status sda_context_new(const sda_config *config, sda_context **out_context);
 
