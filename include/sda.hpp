@@ -11,8 +11,19 @@
  *   sda::error with SDA_ERR_INVALID_HANDLE or SDA_ERR_NULL_POINTER.
  * - Thread safety is that of the C functions underneath: a context may be shared by any number of
  *   threads; a config is internally synchronised.
- * - No exception ever unwinds through libsda's C/Rust frames: the callbacks of the guarded runs
- *   catch everything the host's callable throws and hand it back on the caller's side.
+ * - No exception ever unwinds through libsda's C/Rust frames: every callback the wrapper hands to
+ *   libsda (the work of the guarded runs, the probe's workload and progress, the log callback)
+ *   catches everything the host's callable throws and turns it into a status; where there is a
+ *   caller to give it to, the exception is rethrown on the caller's side once libsda has returned.
+ * - Strings come back as std::string (the buffer-and-`needed` protocol of the C API is handled
+ *   here); arrays as std::vector; the C structs (sda_selection, sda_probe_result, ...) are returned
+ *   as they are.
+ *
+ * Every function of sda.h has a wrapper here: errors and strings (sda::check, status_str, version,
+ * classify, last_error_message, set_error_message, device_kind_str, severity_str), sda::config,
+ * sda::context (selection, devices, memory, backend, recommendations, reports, validation, worker
+ * plans, the built-in workload), sda::backend_info, sda::log_callback, the guarded runs and the probe
+ * (sda::probe_batch).
  */
 #ifndef SDA_HPP
 #define SDA_HPP
@@ -23,9 +34,11 @@
 #include <cstdint>
 #include <cstring>
 #include <exception>
+#include <functional>
 #include <new>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -79,6 +92,56 @@ inline const char *status_str(sda_status status) noexcept {
 /// The library's version, "MAJOR.MINOR.PATCH" (compare with SDA_VERSION_STRING of this header).
 inline std::string version() { return sda_version(); }
 
+/// The calling thread's message of the last failing libsda call (sda_last_error_message()), copied
+/// (the C pointer is valid only until the next libsda call on this thread). Empty when none failed.
+///
+/// Thread safety: [thread-safe] (each thread has its own message).
+inline std::string last_error_message() { return sda_last_error_message(); }
+
+/// Sets the calling thread's error message (sda_set_error_message), as a failing libsda call would:
+/// for a host's own C-style callback that returns a status and wants libsda to read the real text
+/// (the wrappers below do it themselves). Bytes that are not UTF-8 are replaced; the text ends at
+/// the first NUL. Never throws.
+///
+/// Thread safety: [thread-safe] (each thread has its own message).
+inline void set_error_message(const std::string &message) noexcept {
+    (void)sda_set_error_message(message.c_str());
+}
+
+/// The name of a device kind ("cpu", "cuda", "mps"; "unknown" for other values). Never NULL.
+///
+/// Thread safety: [thread-safe], [audio-thread].
+inline const char *device_kind_str(sda_device_kind kind) noexcept {
+    return sda_device_kind_str(static_cast<int32_t>(kind));
+}
+
+/// The name of a problem's severity ("info", "warning", "error"; "unknown" for other values).
+/// Never NULL.
+///
+/// Thread safety: [thread-safe], [audio-thread].
+inline const char *severity_str(sda_severity severity) noexcept {
+    return sda_severity_str(static_cast<int32_t>(severity));
+}
+
+/// Classifies an error text (sda_classify_error): SDA_ERR_OUT_OF_MEMORY when it reports that a
+/// device ran out of memory (CUDA, HIP, XPU, MPS, cuDNN, cuBLAS, PyTorch's CPU allocator, oneDNN,
+/// std::bad_alloc's text, ...), otherwise SDA_ERR_TORCH. NULL is not an out-of-memory either
+/// (SDA_ERR_TORCH).
+///
+/// Thread safety: [thread-safe]; allocates (keep it off the audio thread); does not touch
+/// sda_last_error_message().
+inline sda_status classify(const char *text) noexcept {
+    if (text == nullptr) {
+        return SDA_ERR_TORCH;
+    }
+    return sda_classify_error(text) == SDA_ERR_OUT_OF_MEMORY ? SDA_ERR_OUT_OF_MEMORY
+                                                             : SDA_ERR_TORCH;
+}
+
+/// Classifies an error text held in a std::string, as classify(const char *) does (the text ends at
+/// its first NUL).
+inline sda_status classify(const std::string &text) noexcept { return classify(text.c_str()); }
+
 /// Classifies a caught exception: SDA_ERR_OUT_OF_MEMORY when it reports that a device ran out of
 /// memory, otherwise SDA_ERR_TORCH — except an sda::error, which keeps its own code.
 ///
@@ -98,9 +161,8 @@ inline sda_status classify(const std::exception &e) noexcept {
     if (dynamic_cast<const std::bad_alloc *>(&e) != nullptr) {
         return SDA_ERR_OUT_OF_MEMORY;
     }
-    const sda_status status = sda_classify_error(e.what());
     // A what() of NULL breaks std::exception's contract; it is not an out-of-memory either way.
-    return status == SDA_ERR_OUT_OF_MEMORY ? SDA_ERR_OUT_OF_MEMORY : SDA_ERR_TORCH;
+    return classify(e.what());
 }
 
 namespace detail {
@@ -212,6 +274,60 @@ private:
     sda_config *handle_ = nullptr;
 };
 
+/* ---- Backend, workload shape, worker plans ----------------------------------------------------- */
+
+/// What the torch backend module loaded (sda_backend_info): `loaded` is false, and every other
+/// field empty, until something in this process loaded it (sda::context::backend_load, a GPU
+/// selection, the built-in workload). Never loads anything.
+///
+/// Thread safety: [thread-safe].
+inline sda_backend_details backend_info() {
+    sda_backend_details details{};
+    check(sda_backend_info(&details));
+    return details;
+}
+
+/// The seeds' built-in workload shape (sda_workload_default(): 1 x 48000 input, 16 filters of 1024,
+/// padding 512, forward only); change fields, then pass it to sda::context::run_workload or as
+/// sda_probe_options::workload.
+///
+/// Thread safety: [thread-safe], [audio-thread].
+inline sda_workload workload() noexcept { return sda_workload_default(); }
+
+/// Where one worker of a job runs and the environment to start it with
+/// (sda::context::plan_workers).
+struct worker_plan {
+    /// The plan: strategy, device, worker id and count, ranks, rendezvous, launcher, reason.
+    sda_worker_plan plan;
+    /// The worker's environment as libsda writes it: `NAME=value` lines, each ending in '\n', in
+    /// the library's fixed order (ranks first, then OMP_NUM_THREADS). Values never hold a newline.
+    std::string env;
+
+    /// The environment as (name, value) pairs, in the same order (e.g. for setenv() or a
+    /// posix_spawn envp in a host that starts its own worker processes).
+    std::vector<std::pair<std::string, std::string>> env_vars() const {
+        std::vector<std::pair<std::string, std::string>> vars;
+        std::size_t start = 0;
+        while (start < env.size()) {
+            std::size_t end = env.find('\n', start);
+            if (end == std::string::npos) {
+                end = env.size();
+            }
+            const std::string line = env.substr(start, end - start);
+            const std::size_t eq = line.find('=');
+            if (!line.empty()) {
+                if (eq == std::string::npos) {
+                    vars.emplace_back(line, std::string());
+                } else {
+                    vars.emplace_back(line.substr(0, eq), line.substr(eq + 1));
+                }
+            }
+            start = end + 1;
+        }
+        return vars;
+    }
+};
+
 /* ---- Context --------------------------------------------------------------------------------- */
 
 /// An owned sda_context: a snapshot of a configuration and the device selected under it. Share one
@@ -293,6 +409,101 @@ public:
     /// fix when it cannot be loaded.
     void backend_load() const { check(sda_backend_load(handle_)); }
 
+    /// Recommends a configuration for the selected device (sda_recommend): the memory tier's batch
+    /// size (or a probe's, stored in hardware.max_batch_size), gradient checkpointing, model blocks
+    /// and channels; with `parameters` > 0 (the model's parameter count) also a memory strategy with
+    /// its reason (`advice_given`). Changes nothing.
+    ///
+    /// Thread safety: [thread-safe]; cheap once a device is selected.
+    sda_recommendation recommend(uint64_t parameters = 0) const {
+        sda_recommendation recommendation = sda_recommendation_default();
+        check(sda_recommend(handle_, parameters, &recommendation));
+        return recommendation;
+    }
+
+    /// The context's report as text (sda_report): SDA_VERBOSITY_ESSENTIAL (device, memory, a
+    /// fallback warning, problems that need attention) or SDA_VERBOSITY_VERBOSE (everything).
+    /// Loads no libtorch. Throws sda::error (SDA_ERR_INVALID_ARGUMENT for another verbosity).
+    ///
+    /// Thread safety: [thread-safe]; reads /proc and the driver (milliseconds).
+    std::string report(sda_verbosity verbosity = SDA_VERBOSITY_ESSENTIAL) const {
+        return detail::read_string([&](char *buf, std::size_t capacity, std::size_t *needed) {
+            return sda_report(handle_, static_cast<int32_t>(verbosity), buf, capacity, needed);
+        });
+    }
+
+    /// The same facts as report(), as pretty-printed JSON (sda_report_json; the layout is the JSON
+    /// Schema docs/report.schema.json, `schema_version` 2).
+    ///
+    /// Thread safety: [thread-safe]; reads /proc and the driver (milliseconds).
+    std::string report_json(sda_verbosity verbosity = SDA_VERBOSITY_ESSENTIAL) const {
+        return detail::read_string([&](char *buf, std::size_t capacity, std::size_t *needed) {
+            return sda_report_json(handle_, static_cast<int32_t>(verbosity), buf, capacity, needed);
+        });
+    }
+
+    /// Every problem of the environment, worst first, each with a severity, a stable code, a
+    /// message and a fix (sda_validate_environment); empty when all is well. Problems are not
+    /// failures: this throws only when the check itself cannot run. Changes nothing on disk.
+    ///
+    /// `load_backend`: load the torch backend (when not loaded yet) to check its libtorch — slow
+    /// the first time, [main-thread]; false checks only that the module file exists.
+    ///
+    /// Thread safety: [thread-safe].
+    std::vector<sda_problem> validate_environment(bool load_backend = false) const {
+        std::vector<sda_problem> problems;
+        for (;;) {
+            std::size_t count = 0;
+            const sda_status status = sda_validate_environment(
+                handle_, load_backend, problems.data(), problems.size(), &count);
+            if (status == SDA_OK) {
+                problems.resize(count);
+                return problems;
+            }
+            // The environment may change between the size query and the call: loop until it fits.
+            if (status == SDA_ERR_BUFFER_TOO_SMALL && count > problems.size()) {
+                problems.resize(count);
+                continue;
+            }
+            throw_error(status);
+        }
+    }
+
+    /// Plans where worker `worker_id` of `workers` on this node runs and the environment to start
+    /// it with (sda_plan_workers); libsda launches nothing. `strategy`: "auto", "cpu",
+    /// "single_gpu" or "multi_gpu" (case-insensitive, '-' for '_'); `workers` 0 = the strategy's
+    /// default. Under torchrun or SLURM the launcher's variables are read as inputs.
+    ///
+    /// Throws sda::error (SDA_ERR_INVALID_ARGUMENT for an unknown strategy, a worker id or count out
+    /// of range, a GPU strategy without a CUDA device, malformed launcher variables; the message
+    /// names the value and the accepted range).
+    ///
+    /// Thread safety: [thread-safe]; loads no libtorch (the first call initialises the CUDA driver
+    /// when one is installed).
+    sda::worker_plan plan_workers(const std::string &strategy = "auto", uint32_t workers = 0,
+                                  uint32_t worker_id = 0) const {
+        sda::worker_plan result{sda_worker_plan_default(), std::string()};
+        // On SDA_ERR_BUFFER_TOO_SMALL the plan is not written; read_string retries with the size.
+        result.env = detail::read_string([&](char *buf, std::size_t capacity, std::size_t *needed) {
+            return sda_plan_workers(handle_, strategy.c_str(), workers, worker_id, &result.plan, buf,
+                                    capacity, needed);
+        });
+        return result;
+    }
+
+    /// Runs the built-in workload once with `batch` samples on the selected device
+    /// (sda_run_workload with the default shape). Loads the torch backend if needed. Throws
+    /// sda::error; a real allocation failure is SDA_ERR_OUT_OF_MEMORY with libtorch's message, so
+    /// inside sda::guarded_run it comes back as the run's SDA_ERR_OUT_OF_MEMORY.
+    ///
+    /// Thread safety: [thread-safe]; [main-thread] (heavy: it computes).
+    void run_workload(uint32_t batch) const { check(sda_run_workload(handle_, nullptr, batch)); }
+
+    /// Runs the built-in workload with the shape `shape` (from sda::workload(), then changed).
+    void run_workload(uint32_t batch, const sda_workload &shape) const {
+        check(sda_run_workload(handle_, &shape, batch));
+    }
+
     /// The C handle, still owned by this object (NULL after a move).
     sda_context *handle() const noexcept { return handle_; }
 
@@ -316,6 +527,73 @@ private:
     }
 
     sda_context *handle_ = nullptr;
+};
+
+/* ---- Log callback ---------------------------------------------------------------------------- */
+
+/// Sends libsda's log messages (fallback warnings, backend loading, guarded-run retries, ...) to a
+/// std::function for as long as this object lives (sda_set_log_callback). Non-copyable and
+/// non-movable (libsda holds its address); hold it in a scope, a member, a std::optional (emplace)
+/// or a std::unique_ptr.
+///
+///     sda::log_callback logs([](sda_log_level level, std::string_view message) {
+///         host_log(level, std::string(message));
+///     });
+///
+/// The model is one registration at a time, process-wide: the constructor replaces whatever
+/// callback was installed (a C one included), and the destructor removes the callback
+/// (sda_set_log_callback(NULL, NULL)) without knowing whether this one is still the installed one
+/// — destroying an older sda::log_callback after a newer one was created removes the newer one.
+/// Memory safety holds in any order: libsda guarantees that when sda_set_log_callback returns, the
+/// previous callback is not running on any thread and will never be called again, so the
+/// destructor frees the std::function right after.
+///
+/// The function may be called from any thread that calls into libsda, concurrently: it must be
+/// thread-safe. `message` is UTF-8 and valid only during the call (copy it to keep it). Whatever
+/// the function throws is caught and dropped: no exception unwinds into libsda. It may call back
+/// into libsda (messages logged on its own thread while it runs are not delivered to it again), but
+/// it must not destroy its own sda::log_callback: the function would be freed while it runs.
+class log_callback {
+public:
+    /// What receives the messages.
+    using function_type = std::function<void(sda_log_level, std::string_view)>;
+
+    /// Installs `callback` as libsda's log callback. Throws sda::error with SDA_ERR_NULL_POINTER
+    /// when `callback` is empty (use no sda::log_callback, or destroy it, to receive no messages).
+    ///
+    /// Thread safety: [thread-safe]; waits for calls of the previous callback running on other
+    /// threads.
+    explicit log_callback(function_type callback) : callback_(std::move(callback)) {
+        if (!callback_) {
+            throw error(SDA_ERR_NULL_POINTER, "sda::log_callback: the callback is empty");
+        }
+        check(sda_set_log_callback(&trampoline, &callback_));
+    }
+
+    log_callback(const log_callback &) = delete;
+    log_callback &operator=(const log_callback &) = delete;
+    log_callback(log_callback &&) = delete;
+    log_callback &operator=(log_callback &&) = delete;
+
+    /// Removes the callback; when this returns, the function is not running on any thread and will
+    /// never be called again (then it is freed). Never throws.
+    ~log_callback() {
+        // Removing the callback does not fail; the status is ignored because a destructor must
+        // not throw either way.
+        (void)sda_set_log_callback(nullptr, nullptr);
+    }
+
+private:
+    static void trampoline(void *user_data, sda_log_level level, const char *message) noexcept {
+        try {
+            const auto &callback = *static_cast<const function_type *>(user_data);
+            callback(level, message != nullptr ? std::string_view(message) : std::string_view());
+        } catch (...) {
+            // Nothing may unwind into libsda, and there is no caller to hand it to: dropped.
+        }
+    }
+
+    function_type callback_;
 };
 
 /* ---- Guarded runs ---------------------------------------------------------------------------- */
@@ -350,7 +628,8 @@ int32_t status_of(Call &&call) {
         return static_cast<int32_t>(SDA_OK);
     } else {
         static_assert(std::is_enum_v<R> || std::is_integral_v<R>,
-                      "the work of sda::guarded_run must return void, sda_status or an integer");
+                      "the work of sda::guarded_run and the workload of sda::probe_batch must "
+                      "return void, sda_status or an integer");
         return static_cast<int32_t>(call());
     }
 }
@@ -477,6 +756,183 @@ sda_status guarded_run_batched(const context &ctx, F &&work, sda_run_report *rep
     const sda_status status = sda_guarded_run_batched(
         ctx.handle(), &detail::batch_trampoline<Callable>, &state, options, report);
     return detail::finish(status, state.thrown);
+}
+
+/* ---- Probe ----------------------------------------------------------------------------------- */
+
+/// Probe options with the library's defaults (sda_probe_options_default(): batches 1 to 65536, at
+/// most 8 runs, the memory strategy's budget, a 5 % margin, the built-in workload) and
+/// `budget_bytes` set (0 = the strategy's budget). Change fields, e.g. `max_batch`, `workload` (the
+/// built-in workload's shape, see sda::workload()) or `save_to` (a config's handle(): the
+/// recommended batch is stored in its hardware.max_batch_size).
+inline sda_probe_options probe_options(uint64_t budget_bytes = 0) noexcept {
+    sda_probe_options options = sda_probe_options_default();
+    options.budget_bytes = budget_bytes;
+    return options;
+}
+
+/// Names the built-in workload in sda::probe_batch(ctx, sda::builtin_workload, progress, options).
+struct builtin_workload_t {
+    explicit builtin_workload_t() = default;
+};
+
+/// The built-in workload (the conv1d of options.workload, or the seeds' shape), as an argument.
+inline constexpr builtin_workload_t builtin_workload{};
+
+namespace detail {
+
+template <class W>
+inline constexpr bool is_builtin_workload_v =
+    std::is_same_v<std::remove_cv_t<std::remove_reference_t<W>>, builtin_workload_t>;
+
+/// A probe workload: the built-in tag, or a callable taking the batch.
+template <class W>
+inline constexpr bool is_probe_workload_v =
+    is_builtin_workload_v<W> || std::is_invocable_v<std::remove_reference_t<W> &, uint32_t>;
+
+/// A probe progress callable: takes the progress.
+template <class P>
+inline constexpr bool is_probe_progress_v =
+    std::is_invocable_v<std::remove_reference_t<P> &, const sda_probe_progress &>;
+
+template <class F>
+int32_t probe_workload_trampoline(void *user_data, uint32_t batch) noexcept {
+    auto &state = *static_cast<work_state<F> *>(user_data);
+    return attempt(state, [&]() -> decltype(auto) { return state.callable(batch); });
+}
+
+/// What travels into the progress trampoline: the callable and what it threw.
+template <class P>
+struct progress_state {
+    P &callable;
+    std::exception_ptr thrown;
+};
+
+/// Calls the host's progress; void means "go on". Whatever it throws cancels the probe (returns
+/// false) and is kept to be rethrown once libsda has returned.
+template <class P>
+bool probe_progress_trampoline(void *user_data, const sda_probe_progress *progress) noexcept {
+    auto &state = *static_cast<progress_state<P> *>(user_data);
+    if (progress == nullptr) {
+        return true;
+    }
+    try {
+        using R = decltype(state.callable(*progress));
+        if constexpr (std::is_void_v<R>) {
+            state.callable(*progress);
+            return true;
+        } else {
+            static_assert(std::is_constructible_v<bool, R>,
+                          "the progress of sda::probe_batch must return void or bool");
+            return static_cast<bool>(state.callable(*progress));
+        }
+    } catch (...) {
+        state.thrown = std::current_exception();
+        return false;
+    }
+}
+
+/// Runs sda_probe_batch with `options` as filled by the caller; on failure rethrows what a host
+/// callable threw (the workload's first: its failure ended the probe), else throws sda::error.
+inline sda_probe_result run_probe(const context &ctx, const sda_probe_options &options,
+                                  const std::exception_ptr *workload_thrown,
+                                  const std::exception_ptr *progress_thrown) {
+    sda_probe_result result = sda_probe_result_default();
+    const sda_status status = sda_probe_batch(ctx.handle(), &options, &result);
+    if (status != SDA_OK) {
+        if (workload_thrown != nullptr && *workload_thrown) {
+            std::rethrow_exception(*workload_thrown);
+        }
+        if (progress_thrown != nullptr && *progress_thrown) {
+            std::rethrow_exception(*progress_thrown);
+        }
+        throw_error(status);
+    }
+    return result;
+}
+
+/// Fills the workload fields of `options` for `work` (a callable, or the built-in tag) and runs the
+/// probe with `progress_thrown` as the progress's exception slot.
+template <class W>
+sda_probe_result probe_with_workload(const context &ctx, W &&work, sda_probe_options &options,
+                                     const std::exception_ptr *progress_thrown) {
+    if constexpr (is_builtin_workload_v<W>) {
+        (void)work;
+        options.custom_workload = nullptr;
+        options.workload_user_data = nullptr;
+        return run_probe(ctx, options, nullptr, progress_thrown);
+    } else {
+        using Callable = std::remove_reference_t<W>;
+        work_state<Callable> state{work, nullptr};
+        options.custom_workload = &probe_workload_trampoline<Callable>;
+        options.workload_user_data = &state;
+        return run_probe(ctx, options, &state.thrown, progress_thrown);
+    }
+}
+
+}  // namespace detail
+
+/// Finds the largest batch that fits the memory budget on the context's selected device
+/// (sda_probe_batch) with `options` exactly as given: the built-in workload (a conv1d of
+/// options.workload's shape, loading the torch backend), or a C callback set in
+/// options.custom_workload. Throws sda::error: SDA_ERR_BACKEND_UNAVAILABLE without the backend,
+/// SDA_ERR_CANCELLED when options.progress cancelled (libsda writes no result then), argument errors.
+///
+/// Running out of memory is not a failure of the probe: it is how the search finds the limit
+/// (result.oom_runs; result.stop is SDA_PROBE_STOP_OUT_OF_MEMORY when not even min_batch fits).
+///
+/// Thread safety: [thread-safe]; [main-thread] (runs real work: seconds).
+inline sda_probe_result probe_batch(const context &ctx,
+                                    const sda_probe_options &options = probe_options()) {
+    return detail::run_probe(ctx, options, nullptr, nullptr);
+}
+
+/// Probes the host's own workload: `work(batch)` runs the work once with `batch` samples and
+/// returns void (success) or an sda_status; `work` may be sda::builtin_workload instead. The rest of
+/// `options` (budget, margin, batch range, runs, a C progress, save_to) is used as given; its
+/// custom_workload and workload_user_data are replaced.
+///
+/// Exceptions from `work` never cross libsda's frames; they are caught in a trampoline and, as in
+/// sda::guarded_run:
+///
+/// - std::bad_alloc, an sda::error with SDA_ERR_OUT_OF_MEMORY, and any std::exception whose what()
+///   sda_classify_error() recognises as out-of-memory become SDA_ERR_OUT_OF_MEMORY with the text
+///   passed to libsda (sda_set_error_message): a measured "too big" for the search, not a failure.
+/// - Any other exception (std::bad_array_new_length, a host type that is no std::exception) ends
+///   the probe and is rethrown to the caller, unchanged, once libsda has returned.
+///
+/// A status other than SDA_OK or SDA_ERR_OUT_OF_MEMORY returned by `work` ends the probe with that
+/// status, thrown as sda::error.
+///
+/// Thread safety: [thread-safe]; `work` runs on the calling thread, during the call;
+/// [main-thread].
+template <class W, std::enable_if_t<detail::is_probe_workload_v<W>, int> = 0>
+sda_probe_result probe_batch(const context &ctx, W &&work,
+                             const sda_probe_options &options = probe_options()) {
+    sda_probe_options filled = options;
+    return detail::probe_with_workload(ctx, std::forward<W>(work), filled, nullptr);
+}
+
+/// Probes `work` (a callable as above, or sda::builtin_workload) and calls `progress(p)` with a
+/// `const sda_probe_progress &` after every run (batch, ok, oom, peak_bytes, predicted_bytes,
+/// elapsed_ms, runs, best_batch, budget_bytes; valid only during the call). `progress` returns
+/// true to go on or false to cancel, or void (always go on). A cancel throws sda::error with
+/// SDA_ERR_CANCELLED after the current run (libsda writes no result then). An exception thrown by
+/// `progress` cancels the probe the same way and is rethrown to the caller instead, unchanged.
+/// options.progress and options.progress_user_data are replaced.
+///
+/// Thread safety: [thread-safe]; `work` and `progress` run on the calling thread, during the call.
+template <class W, class P,
+          std::enable_if_t<detail::is_probe_workload_v<W> && detail::is_probe_progress_v<P>,
+                           int> = 0>
+sda_probe_result probe_batch(const context &ctx, W &&work, P &&progress,
+                             const sda_probe_options &options = probe_options()) {
+    using Progress = std::remove_reference_t<P>;
+    detail::progress_state<Progress> state{progress, nullptr};
+    sda_probe_options filled = options;
+    filled.progress = &detail::probe_progress_trampoline<Progress>;
+    filled.progress_user_data = &state;
+    return detail::probe_with_workload(ctx, std::forward<W>(work), filled, &state.thrown);
 }
 
 }  // namespace sda
