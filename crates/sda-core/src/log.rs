@@ -12,6 +12,7 @@
 //!   replacement does not wait for the calling sink's own frame).
 
 use std::cell::Cell;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 
 /// Severity of a log message, most severe first (the order of `Ord`).
@@ -55,17 +56,10 @@ pub type Sink = Arc<dyn Fn(Level, &str) + Send + Sync>;
 /// One installed sink and the number of its calls now running on any thread.
 struct Registration {
     sink: Sink,
-    /// Guarded by [`STATE`]'s mutex (changed only with it held), so that [`set_sink`] can wait on
-    /// [`CALL_ENDED`] for it to drop.
-    running: Cell<usize>,
+    /// Changed only with [`STATE`]'s mutex held, so that [`set_sink`], waiting on [`CALL_ENDED`]
+    /// under that mutex, sees every call that began before it swapped the sink out.
+    running: AtomicUsize,
 }
-
-// SAFETY: `running` is only read or written while the `STATE` mutex is held (see `enter`, `leave`
-// and `set_sink`), so the Cell is never accessed from two threads at once; `sink` is Send + Sync.
-unsafe impl Sync for Registration {}
-// SAFETY: as above; moving a Registration between threads moves an Arc'd Send + Sync sink and a
-// counter.
-unsafe impl Send for Registration {}
 
 /// The installed sink, if any.
 struct State {
@@ -95,7 +89,7 @@ pub fn set_sink(sink: Option<Sink>) {
     let next = sink.map(|sink| {
         Arc::new(Registration {
             sink,
-            running: Cell::new(0),
+            running: AtomicUsize::new(0),
         })
     });
     let mut state = lock_state();
@@ -103,7 +97,7 @@ pub fn set_sink(sink: Option<Sink>) {
     let Some(previous) = previous else { return };
     let own = INSIDE.with(|inside| std::ptr::eq(inside.get(), Arc::as_ptr(&previous)));
     let allowed = usize::from(own);
-    while previous.running.get() > allowed {
+    while previous.running.load(Ordering::Relaxed) > allowed {
         state = CALL_ENDED.wait(state).unwrap_or_else(|e| e.into_inner());
     }
     drop(state);
@@ -116,14 +110,14 @@ pub fn set_sink(sink: Option<Sink>) {
 fn enter() -> Option<Arc<Registration>> {
     let state = lock_state();
     let registration = state.current.clone()?;
-    registration.running.set(registration.running.get() + 1);
+    registration.running.fetch_add(1, Ordering::Relaxed);
     Some(registration)
 }
 
 /// Ends a call begun by [`enter`] and wakes a [`set_sink`] that may be waiting for it.
 fn leave(registration: &Registration) {
     let state = lock_state();
-    registration.running.set(registration.running.get() - 1);
+    registration.running.fetch_sub(1, Ordering::Relaxed);
     drop(state);
     CALL_ENDED.notify_all();
 }
