@@ -50,7 +50,7 @@ resolves_to() {
 }
 
 step "1. layout and SONAME of $prefix"
-for f in "lib/libsda.so.$version" lib/libsda_torch.so lib/libsda.a include/sda.h include/sda.hpp \
+for f in "lib/libsda.so.$version" lib/libsda_torch.so lib/libsda.a bin/sda include/sda.h include/sda.hpp \
          lib/cmake/sda/sdaConfig.cmake lib/cmake/sda/sdaConfigVersion.cmake lib/pkgconfig/sda.pc; do
   [ -f "$prefix/$f" ] || die "missing $f"
 done
@@ -159,6 +159,12 @@ export PKG_CONFIG_PATH="$moved/lib/pkgconfig"
 cc -o "$work/host_pc_moved" "$repo/tests/cmake_consumer/host.c" $(pkg-config --cflags --libs sda) -Wl,-rpath,"$(pkg-config --variable=libdir sda)"
 expect_backend "$moved" "$work/host_pc_moved"
 unset PKG_CONFIG_PATH
+# The installed CLI finds the backend in its prefix's lib/, moved or not, and loads it.
+doctor=$("$moved/bin/sda" doctor --verbose --json) || die "bin/sda doctor failed in the moved prefix: $doctor"
+module=$(printf '%s\n' "$doctor" | sed -n 's/^ *"module_path": "\(.*\)",\{0,1\}$/\1/p' | head -1)
+[ "$(realpath -m "$module")" = "$moved/lib/libsda_torch.so" ] ||
+  die "bin/sda loaded the backend '$module', expected $moved/lib/libsda_torch.so"
+echo "    bin/sda doctor: backend $module"
 
 step "7. the README's C++ quick start"
 # The first cpp code block after the "### C++" heading, exactly as a reader would copy it.

@@ -169,7 +169,7 @@ fn refuse_another_mapped_libtorch(module: &Path) -> Result<()> {
 /// Where to look for the module. An explicit choice (`$SDA_BACKEND`, else the config's
 /// `hardware.backend`) is the only candidate: a host that named a file must not silently get another.
 /// Without one, the module is looked for beside this library (and, for Rust test binaries in Cargo's
-/// `deps/` directory, one level up).
+/// `deps/` directory, one level up; for a program in a prefix's `bin/`, in the prefix's `lib/`).
 fn candidate_paths(env: Option<&std::ffi::OsStr>, configured: &str) -> Vec<PathBuf> {
     if let Some(env) = env.filter(|e| !e.is_empty()) {
         return vec![PathBuf::from(env)];
@@ -180,10 +180,15 @@ fn candidate_paths(env: Option<&std::ffi::OsStr>, configured: &str) -> Vec<PathB
     let mut out = Vec::new();
     if let Some(dir) = own_directory() {
         out.push(dir.join(MODULE_FILE_NAME));
-        if dir.file_name().is_some_and(|n| n == "deps") {
-            if let Some(parent) = dir.parent() {
-                out.push(parent.join(MODULE_FILE_NAME));
+        let parent = dir.parent();
+        match dir.file_name() {
+            Some(n) if n == "deps" => out.extend(parent.map(|p| p.join(MODULE_FILE_NAME))),
+            // A program of an installed prefix (`bin/sda` with the core linked in): the module is
+            // in the prefix's `lib/`, where `make install` puts it.
+            Some(n) if n == "bin" => {
+                out.extend(parent.map(|p| p.join("lib").join(MODULE_FILE_NAME)))
             }
+            _ => {}
         }
     }
     out
