@@ -41,6 +41,9 @@ pub struct BackendInfo {
     pub libtorch_cuda_version: Option<String>,
     /// Whether the mapped libtorch ships `libtorch_cuda.so` (a CUDA build).
     pub cuda_build: bool,
+    /// Whether that libtorch was already in the process before the backend was opened (the host's
+    /// own, or Python's after `import torch`), rather than loaded for the backend.
+    pub libtorch_preloaded: bool,
 }
 
 /// A loaded backend module. Lives for the rest of the process once loaded.
@@ -109,7 +112,9 @@ pub fn load(configured: &str) -> Result<&'static Backend> {
     LOAD_ATTEMPTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let path = find_module(configured)?;
     refuse_another_mapped_libtorch(&path)?;
-    let backend = open(&path)?;
+    let preloaded = abi::mapped_library(abi::LIBTORCH_CPU).is_some();
+    let mut backend = open(&path)?;
+    backend.info.libtorch_preloaded = preloaded;
     let backend: &'static Backend = Box::leak(Box::new(backend));
     messages.push(
         log::Level::Info,
@@ -337,6 +342,7 @@ fn describe(path: &Path, facts: &abi::BackendFacts) -> BackendInfo {
         loaded_libtorch_version: version,
         libtorch_cuda_version: cuda,
         cuda_build: facts.cuda_build != 0,
+        libtorch_preloaded: false,
     }
 }
 
@@ -588,6 +594,7 @@ mod tests {
             loaded_libtorch_version: loaded.map(str::to_string),
             libtorch_cuda_version: None,
             cuda_build: false,
+            libtorch_preloaded: false,
         }
     }
 

@@ -285,12 +285,17 @@ impl DeviceReport {
         ));
         match &self.backend {
             Some(b) => out.push_str(&format!(
-                "Torch backend: {} (libtorch {} at {}, built against {}, {})\n",
+                "Torch backend: {} (libtorch {} at {}{}, built against {}, {})\n",
                 b.module_path.display(),
                 b.loaded_libtorch_version
                     .as_deref()
                     .unwrap_or("of unknown version"),
                 b.loaded_libtorch_path.display(),
+                if b.libtorch_preloaded {
+                    ", already in the process"
+                } else {
+                    ""
+                },
                 b.built_libtorch_version,
                 if b.cuda_build {
                     format!(
@@ -403,6 +408,7 @@ impl DeviceReport {
                 "built_libtorch_version": b.built_libtorch_version,
                 "cuda_build": b.cuda_build,
                 "libtorch_cuda_version": b.libtorch_cuda_version,
+                "libtorch_preloaded": b.libtorch_preloaded,
             }),
             None => json!({ "loaded": false }),
         };

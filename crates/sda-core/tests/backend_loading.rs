@@ -32,6 +32,10 @@ fn cpu_work_without_torch_maps_no_libtorch_then_an_explicit_load_does() {
     assert_eq!(info.loaded_libtorch_version.as_deref(), Some("2.13.0"));
     assert!(info.loaded_libtorch_path.ends_with("libtorch_cpu.so"));
     assert!(info.module_path.ends_with("libsda_torch.so"));
+    assert!(
+        !info.libtorch_preloaded,
+        "libtorch was loaded for the backend"
+    );
     // A second load returns the same module.
     assert!(std::ptr::eq(b, ctx.load_backend().unwrap()));
 }
@@ -184,5 +188,9 @@ fn a_libtorch_of_the_same_version_already_in_the_process_is_shared() {
     assert_eq!(
         b.info().loaded_libtorch_version.as_deref(),
         Some(b.info().built_libtorch_version.as_str())
+    );
+    assert!(
+        b.info().libtorch_preloaded,
+        "the host's libtorch was there first"
     );
 }

@@ -114,6 +114,7 @@ fn gpu_report() -> DeviceReport {
             loaded_libtorch_version: Some("2.13.0".into()),
             libtorch_cuda_version: Some("13.0".into()),
             cuda_build: true,
+            libtorch_preloaded: false,
         }),
         strategy: ("custom".into(), 0.6),
         host: HostSummary {
@@ -438,8 +439,13 @@ fn text_from_json(j: &Reader<'_>) -> String {
             } else {
                 "CPU build".to_string()
             };
+            let preloaded = if j.bool("backend.libtorch_preloaded") {
+                ", already in the process"
+            } else {
+                ""
+            };
             out.push_str(&format!(
-                "Torch backend: {} (libtorch {} at {}, built against {}, {cuda})\n",
+                "Torch backend: {} (libtorch {} at {}{preloaded}, built against {}, {cuda})\n",
                 j.str("backend.module_path"),
                 j.get("backend.libtorch_version")
                     .as_str()

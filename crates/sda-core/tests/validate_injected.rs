@@ -44,6 +44,7 @@ fn backend_info(cuda: Option<&str>) -> BackendInfo {
         loaded_libtorch_version: Some("2.13.0".into()),
         libtorch_cuda_version: cuda.map(str::to_string),
         cuda_build: cuda.is_some(),
+        libtorch_preloaded: false,
     }
 }
 
