@@ -4,7 +4,7 @@
 //! core's, calls the core and maps the core's error kind to an `sda_status`. cbindgen reads this crate
 //! only (build.rs), so `include/sda.h` holds C-ABI types and nothing else.
 //!
-//! Each export goes through [`guard`] once: it stops panics at the boundary, stores the thread's last
+//! Each export goes through `guard` once: it stops panics at the boundary, stores the thread's last
 //! error message and turns the core's [`Error`] into its [`Status`]. The helpers below check every
 //! pointer and string; the logic itself lives in the safe core.
 

@@ -96,7 +96,7 @@ pub fn find_module(configured: &str) -> Result<PathBuf> {
 
 /// Loads the backend module (once per process) and returns it.
 ///
-/// `configured` is the config's `hardware.backend` (empty = not set); see [`candidate_paths`] for where
+/// `configured` is the config's `hardware.backend` (empty = not set); see `candidate_paths` for where
 /// the module is looked for. The configuration's `[environment]` is not this function's business: it
 /// was applied when the context was created (see [`crate::environment`]), before anything in the
 /// process could read it. Failures are not cached here, so a host that fixes its installation can
@@ -510,8 +510,8 @@ impl Backend {
 
     /// Runs the built-in conv1d workload once with `batch` samples on a device.
     ///
-    /// A failed allocation is [`Error::OutOfMemory`] (also a batch whose tensors would need more than
-    /// 2^63 bytes), a zero size or a kernel longer than the padded sample [`Error::InvalidArgument`].
+    /// A failed allocation is [`ErrorKind::OutOfMemory`] (also a batch whose tensors would need more than
+    /// 2^63 bytes), a zero size or a kernel longer than the padded sample [`ErrorKind::InvalidArgument`].
     /// Every tensor is freed before it returns.
     pub fn run_conv1d(
         &self,

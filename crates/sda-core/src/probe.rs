@@ -111,7 +111,7 @@ pub struct ProbeProgress {
 pub enum ProbeWorkload<'a> {
     /// The built-in conv1d workload with this shape.
     Builtin(Workload),
-    /// The caller's work: runs one batch, returns [`Error::OutOfMemory`] when it ran out.
+    /// The caller's work: runs one batch, returns [`ErrorKind::OutOfMemory`](crate::error::ErrorKind::OutOfMemory) when it ran out.
     Custom(&'a mut dyn FnMut(u32) -> Result<()>),
 }
 

@@ -62,7 +62,7 @@ impl Workload {
     }
 
     /// Runs the workload once with `batch` samples on the context's selected device (loads the torch
-    /// backend if needed). An allocation failure is [`Error::OutOfMemory`] with libtorch's message.
+    /// backend if needed). An allocation failure is [`ErrorKind::OutOfMemory`](crate::error::ErrorKind::OutOfMemory) with libtorch's message.
     pub fn run(&self, context: &Context, batch: u32) -> Result<()> {
         self.validate()?;
         if batch == 0 {

@@ -7,7 +7,7 @@
 //! calling through the pointers and turning codes into messages is sda-core's work
 //! (`sda_core::cuda_driver`), which in this way stays free of C declarations.
 //!
-//! With the `fakes` feature the crate also carries test doubles of those functions ([`fakes`]): a fake
+//! With the `fakes` feature the crate also carries test doubles of those functions (the `fakes` module): a fake
 //! machine, programmed per test thread, that sda-core's unit tests install in place of the driver.
 
 #![deny(missing_docs)]
