@@ -75,22 +75,26 @@ cmake --build build/ctest-asan -j 2 >/dev/null
 # from malloc), not ASan's abort. LeakSanitizer runs at every exit (detect_leaks).
 asan_log=$out/asan-$mode.log
 asan_ctest() {
-  ASAN_OPTIONS=allocator_may_return_null=1:detect_leaks=1:abort_on_error=1:strict_string_checks=1:detect_stack_use_after_return=1 \
+  ASAN_OPTIONS=allocator_may_return_null=1:detect_leaks=${detect_leaks:-1}:abort_on_error=1:strict_string_checks=1:detect_stack_use_after_return=1 \
     UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
     ctest --test-dir build/ctest-asan --output-on-failure "$@"
 }
-# LeakSanitizer's own tracer sometimes crashes while it stops a process's threads at exit ("Tracer
-# caught signal 11 ... LeakSanitizer has encountered a fatal error"): a crash of the tool, not a
-# report about the program. Only when that is the whole story are the failed tests run once more;
-# any real report (a leak, an invalid access, UB, a failed check) fails at once.
+# LeakSanitizer's own tracer can crash at exit while it scans a thread's dynamic TLS after libtorch
+# was loaded ("Tracer caught signal 11 ... DTLS ... LeakSanitizer has encountered a fatal error"; seen
+# on test_plan in fresh clones, depending on the memory layout): a crash of the tool, not a report
+# about the program. Only when that is the whole story are the failed tests run once more with
+# AddressSanitizer and UBSan as before but without the leak check, and the table says so; any real
+# report (a leak, an invalid access, UB, a failed check) fails at once.
 tool_crashes=0
+crashed_tests=""
 if ! asan_ctest >"$asan_log" 2>&1; then
   if grep -q 'LeakSanitizer has encountered a fatal error' "$asan_log" &&
     ! grep -qE 'ERROR: (AddressSanitizer|LeakSanitizer):|runtime error:|CHECK failed' "$asan_log"; then
     tool_crashes=$(grep -c 'LeakSanitizer has encountered a fatal error' "$asan_log")
-    log "LeakSanitizer's tracer crashed $tool_crashes time(s) (a tool fault); running the failed tests again"
+    crashed_tests=$(sed -n 's/^[[:space:]]*[0-9]* - \([a-z0-9_]*\) (.*/\1/p' "$asan_log" | paste -sd, - | sed 's/,/, /g')
+    log "LeakSanitizer's tracer crashed in $crashed_tests (a tool fault); running them again without the leak check"
     cp "$asan_log" "$asan_log.first"
-    if ! asan_ctest --rerun-failed >"$asan_log.rerun" 2>&1; then
+    if ! detect_leaks=0 asan_ctest --rerun-failed >"$asan_log.rerun" 2>&1; then
       cat "$asan_log.first" "$asan_log.rerun" >&2
       log "FAILED under AddressSanitizer/UBSan: see $asan_log.first and $asan_log.rerun"
       exit 1
@@ -109,7 +113,7 @@ reports=$(grep -cE 'ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:' "$as
 row "2. Sanitizers: ASan + UBSan" \
   "the C and C++ tests of tests/c (the C ABI contract, sda.hpp, examples, probes, plans, handles, no-backend) built with -fsanitize=address,undefined (tests/c/CMakeLists.txt, SDA_SANITIZE=ON), LeakSanitizer at exit; libtorch loaded where the tests load it" \
   "$asan_tests test programs: $asan_names" \
-  "all passed; $reports AddressSanitizer, LeakSanitizer or UBSan reports$([ "$tool_crashes" = 0 ] || echo "; LeakSanitizer's tracer crashed $tool_crashes time(s), those tests passed when run again")"
+  "all passed; $reports AddressSanitizer, LeakSanitizer or UBSan reports$([ "$tool_crashes" = 0 ] || echo "; LeakSanitizer's own tracer crashed at exit in $crashed_tests, which passed again under ASan + UBSan without the leak check")"
 handles_asan=$(grep -o 'handles: [0-9]* checks, 0 failed' "$asan_log" | head -1 || true)
 [ -z "$handles_asan" ] && handles_asan=$(ASAN_OPTIONS=detect_leaks=1 build/ctest-asan/test_handles | tail -1)
 
