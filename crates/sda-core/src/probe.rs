@@ -1,14 +1,16 @@
 //! Batch probing: the largest batch of a workload that fits a memory budget, found by measuring, not by
 //! waiting for failures.
 //!
-//! The search measures the peak memory of two small batches, fits `memory(b) = fixed + per_sample·b`,
-//! predicts the largest batch under `budget − margin`, and verifies it by running it. When the
-//! verification shows the curve is not linear (the run peaked above the budget, failed, or stayed well
-//! below), it corrects with a secant step through the two nearest measurements, falling back to
-//! bisection between the largest batch that fitted and the smallest that did not. The answer is always
-//! a batch that ran successfully within the budget. On the CPU it never waits for the Linux OOM killer:
-//! every run is predicted to fit the budget before it is started, except the measuring runs at the
-//! smallest batches.
+//! `max_batch` is the largest batch that ran within the budget; it is exact (every batch counts)
+//! whenever it is at most [`EXACT_UP_TO`], and within 1 % beyond. `recommended_batch` is the largest
+//! batch predicted (or measured) under `budget − margin`, never above `max_batch`. The first run is
+//! `min_batch` (or the caller's `start_batch`); every later run is predicted within the budget by the
+//! measurements before it, except a second measuring run when a single measurement allows no growth
+//! even in the worst case ([`search`] has the rules). On the CPU it never waits for the Linux OOM
+//! killer, and on a linear curve it takes at most four runs, verification included. The answer is
+//! always a batch that ran.
+
+pub mod search;
 
 use crate::backend;
 use crate::context::Context;
@@ -17,6 +19,7 @@ use crate::host;
 use crate::memory;
 use crate::preference::DeviceKind;
 use crate::workload::Workload;
+use search::{Next, Outcome, Search};
 use std::time::{Duration, Instant};
 
 /// Why the search stopped.
@@ -113,12 +116,20 @@ pub enum ProbeWorkload<'a> {
     Builtin(Workload),
     /// The caller's work: runs one batch, returns [`ErrorKind::OutOfMemory`](crate::error::ErrorKind::OutOfMemory) when it ran out.
     Custom(&'a mut dyn FnMut(u32) -> Result<()>),
+    /// A loaded model file ([`crate::model`]), on the context's selected device. Each trial's peak
+    /// includes the model's parameter and buffer bytes ([`LoadedModel::resident_bytes`]), which
+    /// were allocated before the run but occupy the budget all the same. A model that accepts only
+    /// its traced batch ends the probe with that error, not as out of memory.
+    Model(&'a crate::model::LoadedModel),
 }
 
 /// How a probe searches.
 pub struct ProbeOptions<'a> {
     /// Smallest batch (default 1).
     pub min_batch: u32,
+    /// The first batch to run, one the caller knows to be safe (0 = `min_batch`). The search grows from
+    /// there by prediction; when it does not fit, the next run is `min_batch`.
+    pub start_batch: u32,
     /// Largest batch worth trying (default 65536); reaching it sets `capped`.
     pub max_batch: u32,
     /// The budget in bytes; 0 = the memory strategy's share of the device (on CPU of `MemAvailable`,
@@ -138,6 +149,7 @@ impl Default for ProbeOptions<'_> {
     fn default() -> Self {
         ProbeOptions {
             min_batch: 1,
+            start_batch: 0,
             max_batch: 65_536,
             budget_bytes: 0,
             margin_bytes: 0,
@@ -148,49 +160,7 @@ impl Default for ProbeOptions<'_> {
     }
 }
 
-/// A straight line through measurements: `fixed + per_sample · batch`.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Fit {
-    /// Intercept in bytes.
-    pub fixed: f64,
-    /// Slope in bytes per sample.
-    pub per_sample: f64,
-}
-
-impl Fit {
-    /// The line through two (batch, bytes) points; `None` when they do not make an increasing line.
-    pub fn through(a: (u32, u64), b: (u32, u64)) -> Option<Fit> {
-        let (b1, p1) = (f64::from(a.0), a.1 as f64);
-        let (b2, p2) = (f64::from(b.0), b.1 as f64);
-        if b1 == b2 {
-            return None;
-        }
-        let per_sample = (p2 - p1) / (b2 - b1);
-        if per_sample.is_finite() && per_sample > 0.0 {
-            Some(Fit {
-                fixed: p1 - per_sample * b1,
-                per_sample,
-            })
-        } else {
-            None
-        }
-    }
-
-    /// Predicted bytes at `batch`.
-    pub fn predict(&self, batch: u32) -> u64 {
-        (self.fixed + self.per_sample * f64::from(batch)).max(0.0) as u64
-    }
-
-    /// The largest batch predicted to stay at or under `limit` bytes (may be 0).
-    pub fn largest_under(&self, limit: u64) -> u64 {
-        let room = limit as f64 - self.fixed;
-        if room <= 0.0 {
-            0
-        } else {
-            (room / self.per_sample).floor().min(u64::MAX as f64) as u64
-        }
-    }
-}
+pub use search::{Fit, Prediction, EXACT_UP_TO};
 
 /// Measures runs of the workload on the selected device.
 struct Runner<'a, 'b> {
@@ -208,8 +178,17 @@ impl Runner<'_, '_> {
     fn run(&mut self, batch: u32) -> (Result<()>, u64, Duration) {
         let selection_kind = self.kind;
         // Freed blocks kept by the C heap or the caching allocator would hide the next run's use.
-        let _ = memory::clear_cache(self.kind, self.index);
-        let before_alloc = self.allocator_reset();
+        if let Err(e) = memory::clear_cache(self.kind, self.index) {
+            crate::log::warn(&format!(
+                "the probe could not empty the cache before a run: {e}"
+            ));
+        }
+        // A peak that cannot be reset or read would be a stale or a zero measurement: the run is
+        // not made rather than measured wrongly.
+        let before_alloc = match self.allocator_reset() {
+            Ok(bytes) => bytes,
+            Err(e) => return (Err(e), 0, Duration::ZERO),
+        };
         // The torch allocator counts every tensor of the built-in workload exactly; the resident set
         // would add one-time start-up costs (kernel caches, thread pools) to the first runs. Custom
         // work on the CPU may allocate outside torch, so there the resident set counts too.
@@ -224,118 +203,60 @@ impl Runner<'_, '_> {
         let outcome = match &mut self.workload {
             ProbeWorkload::Builtin(w) => w.run(self.context, batch),
             ProbeWorkload::Custom(f) => f(batch),
+            ProbeWorkload::Model(m) => m.run(batch),
+        };
+        // The loaded model's weights were allocated before the run, so the peak above `before`
+        // misses them; they occupy the budget all the same.
+        let resident = match &self.workload {
+            ProbeWorkload::Model(m) => m.resident_bytes(),
+            _ => 0,
         };
         let elapsed = start.elapsed();
-        let alloc_peak = self.allocator_peak().saturating_sub(before_alloc);
+        let alloc_peak = match self.allocator_peak() {
+            Ok(bytes) => bytes.saturating_sub(before_alloc),
+            Err(e) => return (outcome.and(Err(e)), 0, elapsed),
+        };
         let rss_peak = if measure_rss {
             host::peak_rss().saturating_sub(before_rss)
         } else {
             0
         };
-        (outcome, alloc_peak.max(rss_peak), elapsed)
+        (outcome, alloc_peak.max(rss_peak) + resident, elapsed)
     }
 
-    fn allocator_reset(&self) -> u64 {
-        match self.backend {
-            Some(b) => {
-                let _ = b.reset_peak(self.kind, self.index);
-                b.memory_stats(self.kind, self.index)
-                    .map(|s| s.allocated)
-                    .unwrap_or(0)
-            }
-            None => 0,
-        }
+    /// Resets the allocator's peak and returns what is allocated now (0 without a backend: custom
+    /// work that does not use torch is measured by the resident set alone).
+    fn allocator_reset(&self) -> Result<u64> {
+        let Some(b) = self.backend else { return Ok(0) };
+        let unmeasurable = |e: Error| {
+            Error::new(
+                e.kind(),
+                format!(
+                    "the probe cannot measure a run: resetting the allocator's peak failed: {}",
+                    e.message()
+                ),
+            )
+        };
+        b.reset_peak(self.kind, self.index).map_err(unmeasurable)?;
+        Ok(b.memory_stats(self.kind, self.index)
+            .map_err(unmeasurable)?
+            .allocated)
     }
 
-    fn allocator_peak(&self) -> u64 {
-        self.backend
-            .and_then(|b| b.memory_stats(self.kind, self.index).ok())
+    /// The allocator's peak since the last reset (0 without a backend).
+    fn allocator_peak(&self) -> Result<u64> {
+        let Some(b) = self.backend else { return Ok(0) };
+        b.memory_stats(self.kind, self.index)
             .map(|s| s.peak_allocated)
-            .unwrap_or(0)
-    }
-}
-
-/// The state of the search between runs.
-struct Search {
-    budget: u64,
-    target: u64,
-    min_batch: u32,
-    max_batch: u32,
-    /// Largest batch that ran within the budget, with its peak.
-    best: Option<(u32, u64)>,
-    /// Smallest batch known not to fit (ran over the budget, or failed).
-    too_big: Option<u32>,
-    /// Successful measurements, for fits.
-    points: Vec<(u32, u64)>,
-    fit: Option<Fit>,
-}
-
-impl Search {
-    /// The next batch to verify, or `None` when the search has converged.
-    fn next(&self) -> Option<u32> {
-        let low = self.best.map_or(self.min_batch.saturating_sub(1), |b| b.0);
-        let high = self.too_big.unwrap_or(self.max_batch.saturating_add(1));
-        if high <= low + 1 {
-            return None;
-        }
-        // Secant: the line through the two measurements nearest the target.
-        let predicted = self.secant().map(|f| f.largest_under(self.target));
-        // Within 1 % of a batch that already fitted is as good as the answer; another run would cost
-        // more than it gains. Below 100 one batch is more than 1 %, and real models live there
-        // (answers of 1 to 32): every batch counts, so "one more than the best" is always tried.
-        if let (Some(p), Some((best, _))) = (predicted, self.best) {
-            if p > u64::from(best) && p - u64::from(best) <= u64::from(best / 100) {
-                return None;
-            }
-        }
-        let candidate = match predicted {
-            Some(p) if p > u64::from(low) && p < u64::from(high) => p as u32,
-            // The line says "low is the answer".
-            Some(p) if p <= u64::from(low) && self.best.is_some() => return None,
-            Some(p) if p >= u64::from(high) && self.too_big.is_none() => self.max_batch,
-            // Bracketed by a batch that fitted and one that did not: bisection is safe.
-            _ if self.too_big.is_some() => low + (high - low) / 2,
-            // No usable line and no upper bound: grow from the largest batch that fitted, but only as
-            // far as its own peak, scaled, stays under the target — never a leap into the unknown.
-            _ => {
-                let (best, peak) = self.best?;
-                let doubled = best.saturating_mul(2).min(self.max_batch);
-                if peak.saturating_mul(2) > self.target || doubled <= best {
-                    return None;
-                }
-                doubled
-            }
-        };
-        (candidate > low && candidate < high).then_some(candidate)
-    }
-
-    /// The line through the measurements that bracket the target: the largest batch measured at or
-    /// under it and the smallest measured above it; without a measurement above, the two largest
-    /// under it. The curve near the answer is what matters, not its start.
-    fn secant(&self) -> Option<Fit> {
-        let mut under: Vec<(u32, u64)> = self
-            .points
-            .iter()
-            .copied()
-            .filter(|p| p.1 <= self.target)
-            .collect();
-        let mut over: Vec<(u32, u64)> = self
-            .points
-            .iter()
-            .copied()
-            .filter(|p| p.1 > self.target)
-            .collect();
-        under.sort_by_key(|p| p.0);
-        over.sort_by_key(|p| p.0);
-        let line = match (under.last(), over.first()) {
-            (Some(&a), Some(&b)) => Fit::through(a, b),
-            (Some(_), None) if under.len() >= 2 => {
-                Fit::through(under[under.len() - 2], under[under.len() - 1])
-            }
-            (None, Some(&b)) if over.len() >= 2 => Fit::through(b, over[1]),
-            _ => None,
-        };
-        line.or(self.fit)
+            .map_err(|e| {
+                Error::new(
+                    e.kind(),
+                    format!(
+                        "the probe cannot measure a run: reading the allocator failed: {}",
+                        e.message()
+                    ),
+                )
+            })
     }
 }
 
@@ -351,19 +272,6 @@ pub fn save_to_config(config: &mut crate::config::Config, result: &ProbeResult) 
         "hardware.max_batch_size",
         &result.recommended_batch.to_string(),
     )
-}
-
-/// The second measuring batch: far enough from the first that noise in small peaks does not tilt the
-/// line (16 times the first), but predicted to use at most a quarter of the budget even if all of the
-/// first run's peak grew with the batch.
-fn second_measuring_batch(first: u32, first_peak: u64, budget: u64, max_batch: u32) -> u32 {
-    let per_sample_bound = (first_peak / u64::from(first)).max(1);
-    let quarter = (budget / 4 / per_sample_bound).min(u64::from(u32::MAX)) as u32;
-    first
-        .saturating_mul(16)
-        .min(quarter)
-        .max(first.saturating_add(1))
-        .min(max_batch)
 }
 
 /// Finds the largest batch of the workload that fits the budget on the context's selected device.
@@ -399,6 +307,7 @@ pub fn probe(context: &Context, mut options: ProbeOptions<'_>) -> Result<ProbeRe
     let backend = match &options.workload {
         ProbeWorkload::Builtin(_) => Some(context.backend()?),
         ProbeWorkload::Custom(_) => context.backend().ok(),
+        ProbeWorkload::Model(_) => Some(context.backend()?),
     };
     let max_runs = options.max_runs.max(3);
     let mut progress = options.progress.take();
@@ -409,46 +318,14 @@ pub fn probe(context: &Context, mut options: ProbeOptions<'_>) -> Result<ProbeRe
         backend,
         workload: &mut options.workload,
     };
-    let mut search = Search {
-        budget,
-        target: budget - margin,
-        min_batch,
-        max_batch,
-        best: None,
-        too_big: None,
-        points: Vec::new(),
-        fit: None,
-    };
+    let mut search = Search::new(budget, min_batch, max_batch, options.start_batch);
     let mut trials: Vec<Trial> = Vec::new();
     let mut stop = StopReason::Budget;
 
-    // Measuring runs: two small batches, the second four times the first, so that the line is not
-    // dominated by the fixed part. On the CPU both lie above the thread count: oneDNN picks another
-    // convolution algorithm, with another memory curve, while the batch is at most the number of
-    // threads, and a line through such a point mispredicts large batches.
-    let first = if kind == DeviceKind::Cpu {
-        min_batch.max(host::static_facts().usable_cores.saturating_add(1))
-    } else {
-        min_batch
-    }
-    .min(max_batch);
-    let mut plan: Vec<u32> = vec![first];
-    // The measuring runs first, then whatever the search asks for (nothing once it has converged, or
-    // when nothing has been measured to search from).
-    let next_batch = |plan: &mut Vec<u32>, search: &Search| {
-        plan.pop().or_else(|| {
-            if search.points.is_empty() && search.too_big.is_none() {
-                None
-            } else {
-                search.next()
-            }
-        })
-    };
-    while let Some(batch) = next_batch(&mut plan, &search) {
+    while let Next::Run { batch, predicted } = search.next() {
         if trials.len() as u32 >= max_runs {
             break;
         }
-        let predicted = search.fit.map_or(0, |f| f.predict(batch));
         let (outcome, peak, elapsed) = runner.run(batch);
         let oom = matches!(&outcome, Err(e) if e.is_out_of_memory());
         if let Err(e) = &outcome {
@@ -462,38 +339,24 @@ pub fn probe(context: &Context, mut options: ProbeOptions<'_>) -> Result<ProbeRe
             peak_bytes: peak,
             ok,
             oom,
-            predicted_bytes: predicted,
+            predicted_bytes: predicted.unwrap_or(0),
             elapsed,
         };
         trials.push(trial);
-        if ok && peak <= search.budget {
-            search.points.push((batch, peak));
-            if search.best.is_none_or(|b| batch > b.0) {
-                search.best = Some((batch, peak));
-            }
-        } else {
-            if ok {
-                // It ran, but above the budget: still a measurement of the curve.
-                search.points.push((batch, peak));
-            }
-            search.too_big = Some(search.too_big.map_or(batch, |t| t.min(batch)));
-            // Nothing left below a failing measuring run.
-            plan.retain(|&b| b < batch);
-        }
-        if trials.len() == 1 && ok && peak <= search.budget {
-            plan.push(second_measuring_batch(batch, peak, budget, max_batch));
-            plan.retain(|&b| b > batch);
-        }
-        if search.points.len() >= 2 {
-            let mut pts = search.points.clone();
-            pts.sort_by_key(|p| p.0);
-            search.fit = Fit::through(pts[0], pts[pts.len() - 1]).or(search.fit);
-        }
+        search.record(
+            batch,
+            match (ok, peak <= budget) {
+                (true, true) => Outcome::Fitted { peak },
+                (true, false) => Outcome::OverBudget { peak },
+                (false, _) => Outcome::OutOfMemory,
+            },
+        );
+        let best = search.best().map_or(0, |b| b.0);
         let keep_going = match progress.as_mut() {
             Some(cb) => cb(&ProbeProgress {
                 trial,
                 runs: trials.len() as u32,
-                best_batch: search.best.map_or(0, |b| b.0),
+                best_batch: best,
                 budget_bytes: budget,
             }),
             None => true,
@@ -502,16 +365,16 @@ pub fn probe(context: &Context, mut options: ProbeOptions<'_>) -> Result<ProbeRe
             stop = StopReason::Cancelled;
             break;
         }
-        if search.best.is_some_and(|b| b.0 >= max_batch) {
+        if best >= max_batch {
             stop = StopReason::MaxBatch;
             break;
         }
-        if search.best.is_none() && search.too_big == Some(min_batch) {
-            stop = StopReason::OutOfMemory;
-            break;
-        }
     }
-    let _ = memory::clear_cache(selected.selection.kind, selected.selection.index);
+    if let Err(e) = memory::clear_cache(selected.selection.kind, selected.selection.index) {
+        crate::log::warn(&format!(
+            "the probe could not empty the cache after its runs: {e}"
+        ));
+    }
 
     let elapsed = started.elapsed();
     let runs = trials.len() as u32;
@@ -521,20 +384,35 @@ pub fn probe(context: &Context, mut options: ProbeOptions<'_>) -> Result<ProbeRe
             "the probe was cancelled by its progress callback after {runs} runs"
         )));
     }
-    let (max_found, measured) = search.best.unwrap_or((0, 0));
+    let (max_found, measured) = search.best().unwrap_or((0, 0));
     if max_found == 0 {
         stop = StopReason::OutOfMemory;
     }
-    let fit = search.fit.unwrap_or(Fit {
-        fixed: 0.0,
-        per_sample: 0.0,
+    let prediction = search.prediction();
+    let fit = prediction.map_or(
+        Fit {
+            fixed: 0.0,
+            per_sample: 0.0,
+        },
+        |p| p.line,
+    );
+    let target = budget - margin;
+    let measured_within_target = search
+        .runs()
+        .iter()
+        .filter_map(|&(b, o)| match o {
+            Outcome::Fitted { peak } if peak <= target => Some(b),
+            _ => None,
+        })
+        .max()
+        .unwrap_or(0);
+    let predicted_within_target = prediction.map_or(0, |p| {
+        p.largest_under(target, 0, u64::from(max_found) + 1) as u32
     });
-    let recommended = if fit.per_sample > 0.0 {
-        (fit.largest_under(budget - margin).min(u64::from(max_found)) as u32).max(min_batch)
-    } else {
-        max_found
-    }
-    .min(max_found);
+    let recommended = measured_within_target
+        .max(predicted_within_target)
+        .max(min_batch)
+        .min(max_found);
     let predicted_peak = trials
         .iter()
         .rev()
@@ -561,46 +439,6 @@ pub fn probe(context: &Context, mut options: ProbeOptions<'_>) -> Result<ProbeRe
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_second_measuring_run_stays_within_a_quarter_of_the_budget() {
-        // 1 MiB per sample at batch 3: a 64 MiB budget allows 16 samples in its quarter.
-        assert_eq!(second_measuring_batch(3, 3 << 20, 64 << 20, 1000), 16);
-        // A large budget: 16 times the first.
-        assert_eq!(second_measuring_batch(3, 3 << 20, 1 << 40, 1000), 48);
-        // Never below first + 1, never above max_batch.
-        assert_eq!(second_measuring_batch(3, 3 << 30, 1 << 20, 1000), 4);
-        assert_eq!(second_measuring_batch(3, 3, 1 << 40, 20), 20);
-    }
-
-    #[test]
-    fn below_a_hundred_one_more_than_the_best_is_still_tried() {
-        // Measured on an AVX2 CPU: oneDNN's scratch makes batch 3 cost 26 MB and batch 14 418 MB;
-        // the line says 15 fits the target, and 15 is one more than the best: it must run.
-        const MB: u64 = 1_000_000;
-        let points = vec![(3, 26 * MB), (14, 418 * MB)];
-        let search = Search {
-            budget: 512 << 20,
-            target: 486 * MB,
-            min_batch: 1,
-            max_batch: 4096,
-            best: Some((14, 418 * MB)),
-            too_big: None,
-            fit: Fit::through(points[0], points[1]),
-            points,
-        };
-        assert_eq!(search.next(), Some(15));
-        // Above a hundred, within 1 % of the best is the answer.
-        let points = vec![(100, 100 * MB), (400, 400 * MB)];
-        let search = Search {
-            best: Some((400, 400 * MB)),
-            target: 401 * MB + MB / 2,
-            fit: Fit::through(points[0], points[1]),
-            points,
-            ..search
-        };
-        assert_eq!(search.next(), None);
-    }
 
     #[test]
     fn a_line_through_two_points_predicts_and_inverts() {
