@@ -27,6 +27,9 @@ int main(void) {
     sda_device_details device;
     sda_memory_figures figures;
     int r, i;
+    SDA_SELECTION_INIT(&selection);
+    SDA_DEVICE_DETAILS_INIT(&device);
+    SDA_MEMORY_FIGURES_INIT(&figures);
     if (sda_context_new(NULL, &context) != SDA_OK) return 1;
     if (sda_select_device(context, "cpu", &selection) != SDA_OK) return 1;
     for (r = 0; r < ROUNDS; r++) {

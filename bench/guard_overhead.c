@@ -35,7 +35,9 @@ int main(void) {
     int32_t (*volatile work)(void *) = empty_work;
     sda_context *context = NULL;
     sda_selection selection;
-    sda_run_report report = sda_run_report_default();
+    SDA_SELECTION_INIT(&selection);
+    sda_run_report report;
+    SDA_RUN_REPORT_INIT(&report);
     int r, i;
     if (sda_context_new(NULL, &context) != SDA_OK) return 1;
     if (sda_select_device(context, "cpu", &selection) != SDA_OK) return 1;

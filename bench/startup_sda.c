@@ -14,6 +14,8 @@ int main(int argc, char **argv) {
     sda_context *context = NULL;
     sda_selection selection;
     sda_device_details device;
+    SDA_SELECTION_INIT(&selection);
+    SDA_DEVICE_DETAILS_INIT(&device);
     if (sda_context_new(NULL, &context) != SDA_OK) return 1;
     if (sda_select_device(context, "cpu", &selection) != SDA_OK) return 1;
     if (sda_device_info(context, &device) != SDA_OK) return 1;

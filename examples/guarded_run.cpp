@@ -39,7 +39,7 @@ int main(int argc, char **argv) {
         const sda_selection selection = ctx.select("auto");
         std::printf("device: %s\n", selection.device);
 
-        sda_workload workload = sda_workload_default();
+        sda_workload workload = sda::workload();
         workload.out_channels = 256;  // a wide first layer: about 47 MiB of activations per sample
         workload.kernel_size = 8;
         workload.padding = 4;

@@ -27,8 +27,11 @@ int main(int argc, char **argv) {
     sda_config *config = NULL;
     sda_context *context = NULL;
     sda_selection selection;
+    SDA_SELECTION_INIT(&selection);
     sda_device_details device;
+    SDA_DEVICE_DETAILS_INIT(&device);
     sda_memory_figures memory;
+    SDA_MEMORY_FIGURES_INIT(&memory);
     sda_status status;
     int exit_code = 1;
 

@@ -9,6 +9,25 @@
  *   free(NULL) is a no-op and a handle used after its free returns SDA_ERR_INVALID_HANDLE.
  * - Strings out: the caller's buffer and capacity, *needed receives the size required (snprintf
  *   style), SDA_ERR_BUFFER_TOO_SMALL when it does not fit.
+ * - Structs grow without breaking programs built against an older or a newer header. Every struct
+ *   begins with uint32_t struct_size, the caller's own sizeof of it, which the struct's init
+ *   function sets: `sda_guard_options o; SDA_GUARD_OPTIONS_INIT(&o);` is
+ *   `sda_guard_options_init(&o, sizeof o)` (defaults for input structs, zeros for output structs).
+ *   No function returns such a struct by value. Fields are only ever appended, and a field added
+ *   later means "as before" when it is 0. The library, knowing K bytes of a struct:
+ *   - struct_size == K: the usual case;
+ *   - struct_size < K (an older program): accepted when it ends between two fields; on input the
+ *     fields past it take their defaults, on output they are not written;
+ *   - struct_size > K (a newer program): on input accepted only when the bytes past K are all 0,
+ *     else SDA_ERR_INVALID_ARGUMENT naming the struct, the size given and the size known; on output
+ *     only the first K bytes are written.
+ *   The library never writes at or past struct_size. An array of such structs (sda_list_devices,
+ *   sda_validate_environment) has the stride of its first entry's struct_size; initialise that
+ *   entry at least. A struct the library passes to a callback (sda_probe_progress) carries the
+ *   library's size: read only the fields that lie within it.
+ * - Booleans inside structs are sda_bool (uint32_t): 0 = false, 1 = true; on input any other value
+ *   is SDA_ERR_INVALID_ARGUMENT naming the field. (A C _Bool in memory that a binding wrote
+ *   byte-wise could hold any byte.) Booleans passed by value stay C bool.
  * - libsda never prints, exits, aborts or installs signal handlers. A bug inside it is caught at the
  *   boundary and returned as SDA_ERR_PANIC. Logs go to sda_set_log_callback, or to stderr only when
  *   the environment variable SDA_LOG is set.
@@ -31,9 +50,30 @@
 
 /* Version of this header; sda_version() returns the library's. */
 #define SDA_VERSION_MAJOR 0
-#define SDA_VERSION_MINOR 1
+#define SDA_VERSION_MINOR 2
 #define SDA_VERSION_PATCH 0
-#define SDA_VERSION_STRING "0.1.0"
+#define SDA_VERSION_STRING "0.2.0"
+
+/*
+ * Initialise a struct that may grow with its caller's own size (see the rule above):
+ *   sda_guard_options options;
+ *   SDA_GUARD_OPTIONS_INIT(&options);
+ * Each expands to sda_x_init(ptr, sizeof *(ptr)) and returns its sda_status.
+ */
+#define SDA_BACKEND_DETAILS_INIT(ptr) sda_backend_details_init((ptr), sizeof *(ptr))
+#define SDA_SELECTION_INIT(ptr) sda_selection_init((ptr), sizeof *(ptr))
+#define SDA_DEVICE_DETAILS_INIT(ptr) sda_device_details_init((ptr), sizeof *(ptr))
+#define SDA_GUARD_OPTIONS_INIT(ptr) sda_guard_options_init((ptr), sizeof *(ptr))
+#define SDA_RUN_REPORT_INIT(ptr) sda_run_report_init((ptr), sizeof *(ptr))
+#define SDA_MEMORY_FIGURES_INIT(ptr) sda_memory_figures_init((ptr), sizeof *(ptr))
+#define SDA_MODEL_OPTIONS_INIT(ptr) sda_model_options_init((ptr), sizeof *(ptr))
+#define SDA_MODEL_DETAILS_INIT(ptr) sda_model_details_init((ptr), sizeof *(ptr))
+#define SDA_WORKER_PLAN_INIT(ptr) sda_worker_plan_init((ptr), sizeof *(ptr))
+#define SDA_PROBE_OPTIONS_INIT(ptr) sda_probe_options_init((ptr), sizeof *(ptr))
+#define SDA_PROBE_RESULT_INIT(ptr) sda_probe_result_init((ptr), sizeof *(ptr))
+#define SDA_RECOMMENDATION_INIT(ptr) sda_recommendation_init((ptr), sizeof *(ptr))
+#define SDA_PROBLEM_INIT(ptr) sda_problem_init((ptr), sizeof *(ptr))
+#define SDA_WORKLOAD_INIT(ptr) sda_workload_init((ptr), sizeof *(ptr))
 
 
 /**
@@ -187,6 +227,62 @@ enum sda_log_level
 typedef enum sda_log_level sda_log_level;
 #else
 typedef int32_t sda_log_level;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
+ * Element type of a model's input (`sda_model_options.dtype`).
+ *
+ */
+enum sda_dtype
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : int32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  /**
+   * 32-bit float (the default).
+   */
+  SDA_DTYPE_F32 = 0,
+  /**
+   * 16-bit IEEE float.
+   */
+  SDA_DTYPE_F16 = 1,
+  /**
+   * bfloat16.
+   */
+  SDA_DTYPE_BF16 = 2,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum sda_dtype sda_dtype;
+#else
+typedef int32_t sda_dtype;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/**
+ * The kind of model file that was loaded (`sda_model_details.format`).
+ *
+ */
+enum sda_model_format
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : int32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  /**
+   * A TorchScript module (`torch.jit.save`).
+   */
+  SDA_MODEL_FORMAT_TORCHSCRIPT = 0,
+  /**
+   * An AOTInductor package (`.pt2`, `torch._inductor.aoti_compile_and_package`): inference only.
+   */
+  SDA_MODEL_FORMAT_AOTI = 1,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum sda_model_format sda_model_format;
+#else
+typedef int32_t sda_model_format;
 #endif // __STDC_VERSION__ >= 202311L
 #endif // __cplusplus
 
@@ -355,17 +451,35 @@ typedef struct sda_config sda_config;
 typedef struct sda_context sda_context;
 
 /**
- * What the torch backend module loaded.
+ * An opaque loaded model: a model file on the device its context selected, ready to run. Create it
+ * with `sda_model_load`, release it with `sda_model_free`. One model may be used by any number of
+ * threads; its runs are serialised.
+ */
+typedef struct sda_model sda_model;
+
+/**
+ * A boolean in a C struct: 0 = false, 1 = true; any other value is refused on input (a C `bool`
+ * written byte-wise by a binding could hold anything, and reading that as a Rust `bool` would be
+ * undefined behaviour).
+ */
+typedef uint32_t sda_bool;
+
+/**
+ * What the torch backend module loaded. Initialise it with `SDA_BACKEND_DETAILS_INIT(&details)`.
  */
 typedef struct {
   /**
-   * `true` once the backend is loaded in this process; all other fields are empty until then.
+   * `sizeof(sda_backend_details)` as the caller was compiled; set by `sda_backend_details_init`.
    */
-  bool loaded;
+  uint32_t struct_size;
   /**
-   * `true` when the loaded libtorch is a CUDA build (ships `libtorch_cuda.so`).
+   * 1 once the backend is loaded in this process, else 0; all other fields are empty until then.
    */
-  bool cuda_build;
+  sda_bool loaded;
+  /**
+   * 1 when the loaded libtorch is a CUDA build (ships `libtorch_cuda.so`), else 0.
+   */
+  sda_bool cuda_build;
   /**
    * Path of the backend module, NUL-terminated.
    */
@@ -389,9 +503,13 @@ typedef struct {
 } sda_backend_details;
 
 /**
- * The outcome of `sda_select_device`.
+ * The outcome of `sda_select_device`. Initialise it with `SDA_SELECTION_INIT(&selection)`.
  */
 typedef struct {
+  /**
+   * `sizeof(sda_selection)` as the caller was compiled; set by `sda_selection_init`.
+   */
+  uint32_t struct_size;
   /**
    * The chosen device kind.
    */
@@ -401,9 +519,9 @@ typedef struct {
    */
   int32_t index;
   /**
-   * `true` when the requested device was missing or broken and the CPU was chosen instead.
+   * 1 when the requested device was missing or broken and the CPU was chosen instead, else 0.
    */
-  bool fell_back;
+  sda_bool fell_back;
   /**
    * The device as torch spells it (`cpu`, `cuda:0`, `mps`), NUL-terminated.
    */
@@ -420,9 +538,14 @@ typedef struct {
 } sda_selection;
 
 /**
- * The description of one device.
+ * The description of one device. Initialise it with `SDA_DEVICE_DETAILS_INIT(&details)`; for
+ * `sda_list_devices`, initialise the first entry of the array at least.
  */
 typedef struct {
+  /**
+   * `sizeof(sda_device_details)` as the caller was compiled; set by `sda_device_details_init`.
+   */
+  uint32_t struct_size;
   /**
    * Device kind.
    */
@@ -431,6 +554,10 @@ typedef struct {
    * Index within the kind.
    */
   int32_t index;
+  /**
+   * Number of devices of this kind.
+   */
+  uint32_t device_count;
   /**
    * The device as torch spells it (`cpu`, `cuda:0`, `mps`), NUL-terminated.
    */
@@ -464,26 +591,22 @@ typedef struct {
    */
   char cuda_driver_version[16];
   /**
-   * Native bfloat16 arithmetic.
+   * 1 with native bfloat16 arithmetic, else 0.
    */
-  bool bf16_supported;
+  sda_bool bf16_supported;
   /**
-   * Native float16 arithmetic.
+   * 1 with native float16 arithmetic, else 0.
    */
-  bool fp16_supported;
-  /**
-   * Number of devices of this kind.
-   */
-  uint32_t device_count;
+  sda_bool fp16_supported;
 } sda_device_details;
 
 /**
- * Options of a guarded run. Get them from `sda_guard_options_default()`, then change fields; the
- * `struct_size` field lets the struct grow in later versions without breaking callers.
+ * Options of a guarded run. Initialise them with `SDA_GUARD_OPTIONS_INIT(&options)` (or
+ * `sda_guard_options_init(&options, sizeof options)`), then change fields.
  */
 typedef struct {
   /**
-   * `sizeof(sda_guard_options)` as the caller was compiled; set by `sda_guard_options_default()`.
+   * `sizeof(sda_guard_options)` as the caller was compiled; set by `sda_guard_options_init`.
    */
   uint32_t struct_size;
   /**
@@ -500,9 +623,9 @@ typedef struct {
    */
   uint32_t max_attempts;
   /**
-   * Batched runs: keep `batch × accumulation_steps` at the first batch (default false).
+   * Batched runs: keep `batch × accumulation_steps` at the first batch (0 or 1; default 0).
    */
-  bool keep_effective_batch;
+  sda_bool keep_effective_batch;
   /**
    * Memory the work may use, in bytes; 0 = the memory strategy's budget (default 0).
    */
@@ -520,12 +643,12 @@ typedef struct {
 } sda_guard_options;
 
 /**
- * What happened in a guarded run; written even when the run fails (that is what it is for). Get one
- * from `sda_run_report_default()` so that `struct_size` is set.
+ * What happened in a guarded run; written even when the run fails (that is what it is for).
+ * Initialise it with `SDA_RUN_REPORT_INIT(&report)` so that `struct_size` is set.
  */
 typedef struct {
   /**
-   * `sizeof(sda_run_report)` as the caller was compiled; set by `sda_run_report_default()`.
+   * `sizeof(sda_run_report)` as the caller was compiled; set by `sda_run_report_init`.
    */
   uint32_t struct_size;
   /**
@@ -566,9 +689,9 @@ typedef struct {
    */
   uint32_t oom_attempts;
   /**
-   * Whether torch allocator figures were measured (the backend is loaded).
+   * 1 when torch allocator figures were measured (the backend is loaded), else 0.
    */
-  bool measured;
+  sda_bool measured;
   /**
    * Highest torch allocation during the last attempt, in bytes.
    */
@@ -619,9 +742,14 @@ typedef int32_t (*sda_batch_callback)(void *user_data,
 typedef void (*sda_log_callback)(void *user_data, sda_log_level level, const char *message);
 
 /**
- * Memory of the selected device, in bytes; the same fields on every device kind.
+ * Memory of the selected device, in bytes; the same fields on every device kind. Initialise it with
+ * `SDA_MEMORY_FIGURES_INIT(&figures)`.
  */
 typedef struct {
+  /**
+   * `sizeof(sda_memory_figures)` as the caller was compiled; set by `sda_memory_figures_init`.
+   */
+  uint32_t struct_size;
   /**
    * Bytes held by live torch tensors (on CPU counted by the backend; 0 while torch is not loaded).
    */
@@ -654,11 +782,97 @@ typedef struct {
 } sda_memory_figures;
 
 /**
- * The plan of one worker. Get one from `sda_worker_plan_default()` so that `struct_size` is set.
+ * What `sda_model_load` loads and how each run feeds it. Initialise it with
+ * `SDA_MODEL_OPTIONS_INIT(&options)` (or `sda_model_options_init(&options, sizeof options)`), then
+ * set `path` and the input shape.
  */
 typedef struct {
   /**
-   * `sizeof(sda_worker_plan)` as the caller was compiled; set by `sda_worker_plan_default()`.
+   * `sizeof(sda_model_options)` as the caller was compiled; set by `sda_model_options_init`.
+   */
+  uint32_t struct_size;
+  /**
+   * The model file, NUL-terminated UTF-8: a TorchScript module (`torch.jit.save`) or an
+   * AOTInductor package (`.pt2`). Required (default NULL). Read during `sda_model_load` only.
+   */
+  const char *path;
+  /**
+   * Shape of one sample, `input_rank` entries, each at least 1; every run's input is
+   * `[batch, input_shape...]` (the batch dimension is added in front). May be NULL when
+   * `input_rank` is 0 (one scalar per sample). Read during `sda_model_load` only.
+   */
+  const uint64_t *input_shape;
+  /**
+   * Entries of `input_shape` (0 to 64; default 0).
+   */
+  size_t input_rank;
+  /**
+   * Element type of the random input (default `SDA_DTYPE_F32`). The weights are not converted: a
+   * float32 model given float16 input fails with the model's own message.
+   */
+  sda_dtype dtype;
+  /**
+   * 1: every run is one training step (forward, the mean of the outputs as the loss, backward,
+   * gradients freed; TorchScript only); 0 (default): inference without autograd.
+   */
+  sda_bool train;
+} sda_model_options;
+
+/**
+ * What a loaded model is (`sda_model_info`). Initialise it with `SDA_MODEL_DETAILS_INIT(&details)`.
+ */
+typedef struct {
+  /**
+   * `sizeof(sda_model_details)` as the caller was compiled; set by `sda_model_details_init`.
+   */
+  uint32_t struct_size;
+  /**
+   * TorchScript or AOTInductor.
+   */
+  sda_model_format format;
+  /**
+   * Kind of the device the model was loaded on (the context's selection at load time).
+   */
+  sda_device_kind kind;
+  /**
+   * Index of that device.
+   */
+  int32_t index;
+  /**
+   * Element type of the input each run makes.
+   */
+  sda_dtype dtype;
+  /**
+   * 1 when each run is a training step, 0 for inference.
+   */
+  sda_bool train;
+  /**
+   * Bytes of the parameters (AOTInductor: of the constants).
+   */
+  uint64_t param_bytes;
+  /**
+   * Bytes of the buffers (TorchScript; 0 for AOTInductor).
+   */
+  uint64_t buffer_bytes;
+  /**
+   * Bytes the loaded model occupies on its device while it is loaded (parameters and buffers):
+   * part of every run's memory, counted in every probe run's peak.
+   */
+  uint64_t resident_bytes;
+  /**
+   * The key under which the context remembers what one sample of this model costs (probes and
+   * guarded runs of the model use it when `sda_guard_options.work_id` is 0); never reused.
+   */
+  uint64_t work_id;
+} sda_model_details;
+
+/**
+ * The plan of one worker. Initialise it with `SDA_WORKER_PLAN_INIT(&plan)` so that `struct_size` is
+ * set.
+ */
+typedef struct {
+  /**
+   * `sizeof(sda_worker_plan)` as the caller was compiled; set by `sda_worker_plan_init`.
    */
   uint32_t struct_size;
   /**
@@ -729,11 +943,12 @@ typedef struct {
 
 /**
  * Shape of the built-in workload (the seeds' benchmark): conv1d over `[batch, channels,
- * sample_length]` fp32. Get it from `sda_workload_default()`, then change fields.
+ * sample_length]` fp32. Initialise it with `SDA_WORKLOAD_INIT(&workload)` (or
+ * `sda_workload_init(&workload, sizeof workload)`), then change fields.
  */
 typedef struct {
   /**
-   * `sizeof(sda_workload)` as the caller was compiled; set by `sda_workload_default()`.
+   * `sizeof(sda_workload)` as the caller was compiled; set by `sda_workload_init`.
    */
   uint32_t struct_size;
   /**
@@ -757,9 +972,9 @@ typedef struct {
    */
   uint32_t padding;
   /**
-   * Also run a backward pass, as training does (default false: inference).
+   * 1: also run a backward pass, as training does; 0 (default): inference.
    */
-  bool with_backward;
+  sda_bool with_backward;
 } sda_workload;
 
 /**
@@ -770,21 +985,27 @@ typedef struct {
 typedef int32_t (*sda_probe_workload_callback)(void *user_data, uint32_t batch);
 
 /**
- * Progress of a probe after each run; valid only during the call.
+ * Progress of a probe after each run; valid only during the call. libsda fills it: `struct_size` is
+ * the library's `sizeof(sda_probe_progress)`, and a callback reads only the fields that lie within
+ * it (a program built against a newer header may meet an older library, with fewer fields).
  */
 typedef struct {
+  /**
+   * `sizeof(sda_probe_progress)` as the library was compiled.
+   */
+  uint32_t struct_size;
   /**
    * Batch of the run that just finished.
    */
   uint32_t batch;
   /**
-   * The run completed.
+   * 1 when the run completed, else 0.
    */
-  bool ok;
+  sda_bool ok;
   /**
-   * The run ran out of memory.
+   * 1 when the run ran out of memory, else 0.
    */
-  bool oom;
+  sda_bool oom;
   /**
    * Peak bytes the run used above what was allocated before it.
    */
@@ -818,11 +1039,12 @@ typedef struct {
 typedef bool (*sda_probe_progress_callback)(void *user_data, const sda_probe_progress *progress);
 
 /**
- * Options of `sda_probe_batch`; get them from `sda_probe_options_default()`, then change fields.
+ * Options of `sda_probe_batch`. Initialise them with `SDA_PROBE_OPTIONS_INIT(&options)` (or
+ * `sda_probe_options_init(&options, sizeof options)`), then change fields.
  */
 typedef struct {
   /**
-   * `sizeof(sda_probe_options)` as the caller was compiled; set by `sda_probe_options_default()`.
+   * `sizeof(sda_probe_options)` as the caller was compiled; set by `sda_probe_options_init`.
    */
   uint32_t struct_size;
   /**
@@ -872,14 +1094,21 @@ typedef struct {
    * `hardware.max_batch_size` (save the configuration to keep it). Default NULL.
    */
   sda_config *save_to;
+  /**
+   * A loaded model (`sda_model_load`) to probe instead of the built-in workload (default NULL).
+   * It must have been loaded with the probe's context, on the device the context selects; each
+   * run's peak includes the model's resident bytes. Setting it together with `workload` or
+   * `custom_workload` is `SDA_ERR_INVALID_ARGUMENT`.
+   */
+  const sda_model *model;
 } sda_probe_options;
 
 /**
- * What a probe found.
+ * What a probe found. Initialise it with `SDA_PROBE_RESULT_INIT(&result)`.
  */
 typedef struct {
   /**
-   * `sizeof(sda_probe_result)` as the caller was compiled; set by `sda_probe_result_default()`.
+   * `sizeof(sda_probe_result)` as the caller was compiled; set by `sda_probe_result_init`.
    */
   uint32_t struct_size;
   /**
@@ -903,9 +1132,10 @@ typedef struct {
    */
   sda_probe_stop stop;
   /**
-   * `max_batch` is the configured ceiling, not the memory limit: the true maximum may be higher.
+   * 1 when `max_batch` is the configured ceiling, not the memory limit: the true maximum may be
+   * higher.
    */
-  bool capped;
+  sda_bool capped;
   /**
    * Fitted bytes that do not depend on the batch.
    */
@@ -937,11 +1167,11 @@ typedef struct {
 } sda_probe_result;
 
 /**
- * An auto-configuration. Get one from `sda_recommendation_default()` so that `struct_size` is set.
+ * An auto-configuration. Initialise it with `SDA_RECOMMENDATION_INIT(&r)` so that `struct_size` is set.
  */
 typedef struct {
   /**
-   * `sizeof(sda_recommendation)` as the caller was compiled; set by `sda_recommendation_default()`.
+   * `sizeof(sda_recommendation)` as the caller was compiled; set by `sda_recommendation_init`.
    */
   uint32_t struct_size;
   /**
@@ -965,14 +1195,14 @@ typedef struct {
    */
   uint32_t batch_size;
   /**
-   * `true` when `batch_size` is a probe's measurement stored in the configuration
-   * (`hardware.max_batch_size`), which beats the tier's guess.
+   * 1 when `batch_size` is a probe's measurement stored in the configuration
+   * (`hardware.max_batch_size`), which beats the tier's guess; else 0.
    */
-  bool batch_from_probe;
+  sda_bool batch_from_probe;
   /**
-   * Whether to use gradient checkpointing.
+   * 1 to use gradient checkpointing, else 0.
    */
-  bool gradient_checkpointing;
+  sda_bool gradient_checkpointing;
   /**
    * Model blocks.
    */
@@ -986,9 +1216,9 @@ typedef struct {
    */
   uint32_t tier_index;
   /**
-   * `true` when the tier came from the configuration's `[[tiers]]`.
+   * 1 when the tier came from the configuration's `[[tiers]]`, else 0.
    */
-  bool tier_from_config;
+  sda_bool tier_from_config;
   /**
    * The tier's lower memory bound, inclusive, in GB (10^9 bytes).
    */
@@ -1006,9 +1236,9 @@ typedef struct {
    */
   char batch_reason[256];
   /**
-   * `true` when a model size was given and the strategy below is advice for it.
+   * 1 when a model size was given and the strategy below is advice for it, else 0.
    */
-  bool advice_given;
+  sda_bool advice_given;
   /**
    * The advised memory strategy (`conservative`, `balanced`, `aggressive`), or without a model size
    * the configured one (`custom` possible); NUL-terminated.
@@ -1025,9 +1255,14 @@ typedef struct {
 } sda_recommendation;
 
 /**
- * One finding of `sda_validate_environment`.
+ * One finding of `sda_validate_environment`. Initialise the first entry of the array with
+ * `SDA_PROBLEM_INIT(&problems[0])`.
  */
 typedef struct {
+  /**
+   * `sizeof(sda_problem)` as the caller was compiled; set by `sda_problem_init`.
+   */
+  uint32_t struct_size;
   /**
    * How bad it is.
    */
@@ -1049,6 +1284,14 @@ typedef struct {
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
+
+/**
+ * Initialises an empty backend report (`struct_size` = `size`, the caller's
+ * `sizeof(sda_backend_details)`; `SDA_BACKEND_DETAILS_INIT(&details)` passes it).
+ *
+ * Thread safety: [thread-safe], [audio-thread].
+ */
+sda_status sda_backend_details_init(sda_backend_details *details, size_t size);
 
 /**
  * Loads the torch backend module and its libtorch now, so that the host pays for libtorch's start-up
@@ -1213,6 +1456,22 @@ sda_status sda_context_new(const sda_config *config, sda_context **out_context);
 sda_status sda_context_free(sda_context *context);
 
 /**
+ * Initialises an empty selection (`struct_size` = `size`, the caller's `sizeof(sda_selection)`;
+ * `SDA_SELECTION_INIT(&selection)` passes it).
+ *
+ * Thread safety: [thread-safe], [audio-thread].
+ */
+sda_status sda_selection_init(sda_selection *selection, size_t size);
+
+/**
+ * Initialises an empty device description (`struct_size` = `size`, the caller's
+ * `sizeof(sda_device_details)`; `SDA_DEVICE_DETAILS_INIT(&details)` passes it).
+ *
+ * Thread safety: [thread-safe], [audio-thread].
+ */
+sda_status sda_device_details_init(sda_device_details *details, size_t size);
+
+/**
  * Selects the device the context works on. `preference` is `auto`, `cpu`, `cuda`, `cuda:N` or `mps`
  * (case-insensitive, surrounding spaces ignored), or NULL for the configuration's `hardware.device`.
  *
@@ -1247,9 +1506,10 @@ sda_status sda_device_info(const sda_context *context,
  * Lists every device of the machine: the CPU first, then each CUDA device, then MPS where it exists.
  * Loads no libtorch.
  *
- * `out_devices` is an array of `capacity` entries (may be NULL when `capacity` is 0). `*count` always
- * receives the number of devices; when `capacity` is smaller the call returns
- * `SDA_ERR_BUFFER_TOO_SMALL` and writes no entry.
+ * `out_devices` is an array of `capacity` entries (may be NULL when `capacity` is 0) whose first entry
+ * is initialised (`SDA_DEVICE_DETAILS_INIT(&out_devices[0])`): its `struct_size` is the array's
+ * stride, and every entry written gets it. `*count` always receives the number of devices; when
+ * `capacity` is smaller the call returns `SDA_ERR_BUFFER_TOO_SMALL` and writes no entry.
  *
  * Thread safety: [thread-safe].
  */
@@ -1266,18 +1526,24 @@ sda_status sda_list_devices(const sda_context *context,
 const char *sda_device_kind_str(int32_t kind);
 
 /**
- * Default guard options (`struct_size` set, no batch, min batch 1, 8 attempts, strategy budget).
+ * Initialises guard options with the library's defaults: no batch said, min batch 1, 8 attempts,
+ * the strategy's budget. `size` is the caller's `sizeof(sda_guard_options)`
+ * (`SDA_GUARD_OPTIONS_INIT(&options)` passes it); see the header's rule for structs that grow.
+ *
+ * Errors: `SDA_ERR_NULL_POINTER`; `SDA_ERR_INVALID_ARGUMENT` for a size smaller than 4 or ending
+ * inside a field.
  *
  * Thread safety: [thread-safe], [audio-thread].
  */
-sda_guard_options sda_guard_options_default(void);
+sda_status sda_guard_options_init(sda_guard_options *options, size_t size);
 
 /**
- * An empty report with `struct_size` set.
+ * Initialises an empty run report (`struct_size` = `size`, the caller's
+ * `sizeof(sda_run_report)`; `SDA_RUN_REPORT_INIT(&report)` passes it).
  *
  * Thread safety: [thread-safe], [audio-thread].
  */
-sda_run_report sda_run_report_default(void);
+sda_status sda_run_report_init(sda_run_report *report, size_t size);
 
 /**
  * Runs `work(user_data)` on the context's selected device under guard.
@@ -1344,6 +1610,14 @@ sda_status sda_guarded_run_batched(const sda_context *context,
 sda_status sda_set_log_callback(sda_log_callback callback, void *user_data);
 
 /**
+ * Initialises empty memory figures (`struct_size` = `size`, the caller's
+ * `sizeof(sda_memory_figures)`; `SDA_MEMORY_FIGURES_INIT(&figures)` passes it).
+ *
+ * Thread safety: [thread-safe], [audio-thread].
+ */
+sda_status sda_memory_figures_init(sda_memory_figures *figures, size_t size);
+
+/**
  * Reads the selected device's memory figures (selecting with the configuration's `hardware.device`
  * first if needed). On CPU this loads no libtorch.
  *
@@ -1367,11 +1641,104 @@ sda_status sda_clear_cache(const sda_context *context);
 sda_status sda_reset_peak(const sda_context *context);
 
 /**
- * An empty worker plan with `struct_size` set.
+ * Initialises model options with the library's defaults: no path, a scalar per sample, float32,
+ * inference. `size` is the caller's `sizeof(sda_model_options)` (`SDA_MODEL_OPTIONS_INIT(&options)`
+ * passes it).
  *
  * Thread safety: [thread-safe], [audio-thread].
  */
-sda_worker_plan sda_worker_plan_default(void);
+sda_status sda_model_options_init(sda_model_options *options, size_t size);
+
+/**
+ * Initialises empty model details (`struct_size` = `size`, the caller's
+ * `sizeof(sda_model_details)`; `SDA_MODEL_DETAILS_INIT(&details)` passes it).
+ *
+ * Thread safety: [thread-safe], [audio-thread].
+ */
+sda_status sda_model_details_init(sda_model_details *details, size_t size);
+
+/**
+ * Loads a model file onto the context's selected device (selecting the configuration's
+ * `hardware.device` first if nothing is selected yet; loads the torch backend if needed) and writes
+ * its handle to `*out_model`. The file is read now; `options` and the strings and arrays it points
+ * to are not kept.
+ *
+ * Bad input is an error with the model's own message and leaves nothing loaded: a missing file, a
+ * file that is neither TorchScript nor an AOTInductor package, training an AOTInductor package, a
+ * zero dimension or an unknown dtype are `SDA_ERR_INVALID_ARGUMENT` (a file libtorch cannot read is
+ * `SDA_ERR_TORCH` with libtorch's message). A shape or dtype the model rejects, a training model
+ * whose output is not tensors, and a model traced with a fixed batch are found by the first run
+ * (`sda_model_run`, the probe or a guarded run), also as `SDA_ERR_INVALID_ARGUMENT`, never as
+ * `SDA_ERR_OUT_OF_MEMORY`.
+ *
+ * The model keeps its context alive: after `sda_context_free` it still runs and describes itself,
+ * and is freed by `sda_model_free`; the probe and guarded runs, which take the context handle, need
+ * the live context that loaded it.
+ *
+ * Thread safety: [thread-safe]; [main-thread] (reads the file, may load libtorch).
+ */
+sda_status sda_model_load(const sda_context *context,
+                          const sda_model_options *options,
+                          sda_model **out_model);
+
+/**
+ * Releases a model (the backend frees its weights once no call on it is running any more). NULL
+ * is a no-op; a handle that was already freed returns `SDA_ERR_INVALID_HANDLE` without touching
+ * memory.
+ *
+ * Thread safety: [thread-safe]; calls still running on the model in other threads finish first.
+ */
+sda_status sda_model_free(sda_model *model);
+
+/**
+ * Runs the model once with `batch` (>= 1) samples of random input `[batch, input_shape...]` on its
+ * device, for inference or one training step as loaded; every tensor of the run is freed before it
+ * returns. A real allocation failure returns `SDA_ERR_OUT_OF_MEMORY` with libtorch's message; a
+ * batch, shape or dtype the model does not accept returns `SDA_ERR_INVALID_ARGUMENT` with the
+ * model's message (a model traced with a fixed batch: "accepts only its traced batch").
+ *
+ * Thread safety: [thread-safe] (runs of one model are serialised); [main-thread] (heavy: it
+ * computes).
+ */
+sda_status sda_model_run(const sda_model *model, uint32_t batch);
+
+/**
+ * Describes a loaded model: its format, device, sizes and work id.
+ *
+ * Thread safety: [thread-safe], [audio-thread] (reads what was measured at load time).
+ */
+sda_status sda_model_info(const sda_model *model, sda_model_details *out_details);
+
+/**
+ * Runs the model under guard with `options->batch_size` (required, >= 1) samples, on the context
+ * that loaded it. With `options->max_attempts` 1 it is one run, as `sda_guarded_run`; with more
+ * (the default is 8) an out-of-memory failure is recovered from and retried with a smaller batch
+ * chosen from the measured memory, down to `options->min_batch`, as `sda_guarded_run_batched`
+ * (`report->final_batch` holds the batch that fit). After an out-of-memory failure
+ * `report->suggested_batch` names a batch that fits: from what earlier runs and probes of the model
+ * measured, or, when it never ran before, from a measured run of `min_batch` after the failure. A
+ * batch the model does not accept (a fixed traced batch, a rejected shape or dtype) ends the run
+ * with `SDA_ERR_INVALID_ARGUMENT`, never as out of memory. `options->work_id` 0 means the model's
+ * own work id (`sda_model_details.work_id`).
+ *
+ * `options` is required; `report` may be NULL and, when given, is written whether the run succeeds
+ * or fails (not after an argument error). A context other than the one that loaded the model, or a
+ * context that selected another device since, is `SDA_ERR_INVALID_ARGUMENT`.
+ *
+ * Thread safety: [thread-safe]; [main-thread] (heavy: it computes).
+ */
+sda_status sda_guarded_run_model(const sda_context *context,
+                                 const sda_model *model,
+                                 const sda_guard_options *options,
+                                 sda_run_report *report);
+
+/**
+ * Initialises an empty worker plan (`struct_size` = `size`, the caller's `sizeof(sda_worker_plan)`;
+ * `SDA_WORKER_PLAN_INIT(&plan)` passes it).
+ *
+ * Thread safety: [thread-safe], [audio-thread].
+ */
+sda_status sda_worker_plan_init(sda_worker_plan *plan, size_t size);
 
 /**
  * Plans where worker `worker_id` of a job runs, and the environment to start it with. libsda
@@ -1388,7 +1755,7 @@ sda_worker_plan sda_worker_plan_default(void);
  * this node's ranks are placed in the launcher's world, and a job that spans nodes needs
  * `MASTER_ADDR`.
  *
- * `out_plan` (from `sda_worker_plan_default()`) receives the plan. The environment goes into
+ * `out_plan` (initialised by `SDA_WORKER_PLAN_INIT`) receives the plan. The environment goes into
  * `env_buf` as `NAME=value` lines, each ending in `\n`, NUL-terminated, in a fixed order: for ranks
  * `RANK`, `LOCAL_RANK`, `WORLD_SIZE`, `LOCAL_WORLD_SIZE`, `MASTER_ADDR`, `MASTER_PORT`, then for every
  * worker `OMP_NUM_THREADS` (the usable cores shared out, or the process's own `OMP_NUM_THREADS`).
@@ -1401,7 +1768,7 @@ sda_worker_plan sda_worker_plan_default(void);
  * `0 .. workers-1`, a worker count outside the strategy's range (multi_gpu: 1 to the GPU count),
  * single_gpu or multi_gpu without a CUDA device, and malformed or contradictory launcher variables;
  * each message names the value and the accepted range. `SDA_ERR_INVALID_ARGUMENT` also when
- * `out_plan->struct_size` is not `sizeof(sda_worker_plan)`.
+ * `out_plan->struct_size` breaks the header's rule for structs that grow.
  *
  * Thread safety: [thread-safe]. Loads no libtorch; the first call in a process initialises the CUDA
  * driver when one is installed (tens to hundreds of milliseconds).
@@ -1416,18 +1783,21 @@ sda_status sda_plan_workers(const sda_context *context,
                             size_t *env_needed);
 
 /**
- * Default probe options (`struct_size` set; built-in workload; strategy budget; 5 % margin).
+ * Initialises probe options with the library's defaults: the built-in workload, batches 1 to
+ * 65536, at most 8 runs, the strategy's budget, a 5 % margin. `size` is the caller's
+ * `sizeof(sda_probe_options)` (`SDA_PROBE_OPTIONS_INIT(&options)` passes it).
  *
  * Thread safety: [thread-safe], [audio-thread].
  */
-sda_probe_options sda_probe_options_default(void);
+sda_status sda_probe_options_init(sda_probe_options *options, size_t size);
 
 /**
- * An empty result with `struct_size` set.
+ * Initialises an empty probe result (`struct_size` = `size`, the caller's
+ * `sizeof(sda_probe_result)`; `SDA_PROBE_RESULT_INIT(&result)` passes it).
  *
  * Thread safety: [thread-safe], [audio-thread].
  */
-sda_probe_result sda_probe_result_default(void);
+sda_status sda_probe_result_init(sda_probe_result *result, size_t size);
 
 /**
  * Finds the largest batch of a workload that fits the memory budget on the context's selected
@@ -1436,6 +1806,11 @@ sda_probe_result sda_probe_result_default(void);
  * linear. The answer is always a batch that ran successfully within the budget; on the CPU every run
  * but the measuring ones is predicted to fit before it starts, so the Linux OOM killer is never part
  * of the search. Reaching `max_batch` is reported as `capped`, not as a maximum.
+ *
+ * The workload is the built-in conv1d (`options->workload`), the host's callback
+ * (`options->custom_workload`) or a loaded model file (`options->model`); a model that accepts only
+ * its traced batch, or rejects its input, ends the probe with `SDA_ERR_INVALID_ARGUMENT`, not as
+ * out of memory.
  *
  * `options` may be NULL (defaults). `out_result` is written on success. Errors:
  * `SDA_ERR_CANCELLED` (the progress callback returned false), `SDA_ERR_BACKEND_UNAVAILABLE` (the
@@ -1449,11 +1824,12 @@ sda_status sda_probe_batch(const sda_context *context,
                            sda_probe_result *out_result);
 
 /**
- * An empty recommendation with `struct_size` set.
+ * Initialises an empty recommendation (`struct_size` = `size`, the caller's
+ * `sizeof(sda_recommendation)`; `SDA_RECOMMENDATION_INIT(&r)` passes it).
  *
  * Thread safety: [thread-safe], [audio-thread].
  */
-sda_recommendation sda_recommendation_default(void);
+sda_status sda_recommendation_init(sda_recommendation *recommendation, size_t size);
 
 /**
  * Recommends a configuration for the context's selected device (selecting with the configuration's
@@ -1465,7 +1841,8 @@ sda_recommendation sda_recommendation_default(void);
  * aggressive on CUDA, under 100M balanced, else conservative; never above balanced on CPU and MPS),
  * with the reason in `memory_reason`. Nothing is changed: applying the advice is the host's choice.
  *
- * Errors: `SDA_ERR_INVALID_ARGUMENT` when `out->struct_size` is not `sizeof(sda_recommendation)`.
+ * Errors: `SDA_ERR_INVALID_ARGUMENT` when `out_recommendation->struct_size` breaks the header's rule
+ * for structs that grow (not set by `sda_recommendation_init`).
  *
  * Thread safety: [thread-safe]; cheap once a device is selected.
  */
@@ -1545,6 +1922,14 @@ sda_status sda_set_error_message(const char *message);
 const char *sda_version(void);
 
 /**
+ * Initialises an empty problem (`struct_size` = `size`, the caller's `sizeof(sda_problem)`;
+ * `SDA_PROBLEM_INIT(&problem)` passes it).
+ *
+ * Thread safety: [thread-safe], [audio-thread].
+ */
+sda_status sda_problem_init(sda_problem *problem, size_t size);
+
+/**
  * Checks the environment of the context and reports every problem with a severity and a fix
  * instruction, worst first — changing nothing: no file, directory, setting or package is created or
  * edited. Checked: the configuration's values (and a `hardware.device` the machine lacks), the data
@@ -1558,8 +1943,9 @@ const char *sda_version(void);
  * libtorch's start-up once per process, with the configuration's `[environment]` applied first, as
  * any first torch work would); `false` checks only that the module file exists.
  *
- * `out_problems` is an array of `capacity` entries (may be NULL when `capacity` is 0). `*count`
- * always receives the number of problems; when `capacity` is smaller the call returns
+ * `out_problems` is an array of `capacity` entries (may be NULL when `capacity` is 0) whose first
+ * entry is initialised (`SDA_PROBLEM_INIT(&out_problems[0])`): its `struct_size` is the array's
+ * stride. `*count` always receives the number of problems; when `capacity` is smaller the call returns
  * `SDA_ERR_BUFFER_TOO_SMALL` and writes no entry. Problems are not failures: the call returns
  * `SDA_OK` whatever it finds.
  *
@@ -1580,11 +1966,13 @@ sda_status sda_validate_environment(const sda_context *context,
 const char *sda_severity_str(int32_t severity);
 
 /**
- * The seeds' workload: 1 × 48000 input, 16 filters of 1024, padding 512, forward only.
+ * Initialises a workload with the seeds' shape: 1 × 48000 input, 16 filters of 1024, padding 512,
+ * forward only. `size` is the caller's `sizeof(sda_workload)` (`SDA_WORKLOAD_INIT(&workload)`
+ * passes it).
  *
  * Thread safety: [thread-safe], [audio-thread].
  */
-sda_workload sda_workload_default(void);
+sda_status sda_workload_init(sda_workload *workload, size_t size);
 
 /**
  * Runs the built-in workload once with `batch` samples on the context's selected device (`workload`

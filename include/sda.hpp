@@ -23,7 +23,8 @@
  * classify, last_error_message, set_error_message, device_kind_str, severity_str), sda::config,
  * sda::context (selection, devices, memory, backend, recommendations, reports, validation, worker
  * plans, the built-in workload), sda::backend_info, sda::log_callback, the guarded runs and the probe
- * (sda::probe_batch).
+ * (sda::probe_batch), and a model file as the workload (sda::model, with its probe_batch and
+ * guarded_run overloads).
  */
 #ifndef SDA_HPP
 #define SDA_HPP
@@ -190,6 +191,35 @@ std::string read_string(Call &&call) {
 
 }  // namespace detail
 
+/* ---- Structs that grow ----------------------------------------------------------------------- */
+
+/// Initialises a C struct with its init function and this program's own sizeof (the header's rule
+/// for structs that grow): defaults for options, zeros for results, `struct_size` set.
+/// Thread safety: [thread-safe], [audio-thread].
+inline sda_status init(sda_guard_options *p) noexcept { return SDA_GUARD_OPTIONS_INIT(p); }
+inline sda_status init(sda_run_report *p) noexcept { return SDA_RUN_REPORT_INIT(p); }
+inline sda_status init(sda_probe_options *p) noexcept { return SDA_PROBE_OPTIONS_INIT(p); }
+inline sda_status init(sda_probe_result *p) noexcept { return SDA_PROBE_RESULT_INIT(p); }
+inline sda_status init(sda_workload *p) noexcept { return SDA_WORKLOAD_INIT(p); }
+inline sda_status init(sda_recommendation *p) noexcept { return SDA_RECOMMENDATION_INIT(p); }
+inline sda_status init(sda_worker_plan *p) noexcept { return SDA_WORKER_PLAN_INIT(p); }
+inline sda_status init(sda_selection *p) noexcept { return SDA_SELECTION_INIT(p); }
+inline sda_status init(sda_device_details *p) noexcept { return SDA_DEVICE_DETAILS_INIT(p); }
+inline sda_status init(sda_memory_figures *p) noexcept { return SDA_MEMORY_FIGURES_INIT(p); }
+inline sda_status init(sda_backend_details *p) noexcept { return SDA_BACKEND_DETAILS_INIT(p); }
+inline sda_status init(sda_problem *p) noexcept { return SDA_PROBLEM_INIT(p); }
+inline sda_status init(sda_model_options *p) noexcept { return SDA_MODEL_OPTIONS_INIT(p); }
+inline sda_status init(sda_model_details *p) noexcept { return SDA_MODEL_DETAILS_INIT(p); }
+
+/// A value of a C struct, initialised by sda::init: `auto options = sda::make<sda_guard_options>();`.
+/// Cannot fail (the size is this program's own sizeof).
+template <class T>
+T make() noexcept {
+    T value{};
+    (void)sda::init(&value);
+    return value;
+}
+
 /* ---- Configuration --------------------------------------------------------------------------- */
 
 /// An owned sda_config: defaults, a TOML file or a TOML text (plus the SDA_CONFIG / SDA_DEVICE
@@ -282,17 +312,17 @@ private:
 ///
 /// Thread safety: [thread-safe].
 inline sda_backend_details backend_info() {
-    sda_backend_details details{};
+    sda_backend_details details = sda::make<sda_backend_details>();
     check(sda_backend_info(&details));
     return details;
 }
 
-/// The seeds' built-in workload shape (sda_workload_default(): 1 x 48000 input, 16 filters of 1024,
+/// The seeds' built-in workload shape (sda_workload_init: 1 x 48000 input, 16 filters of 1024,
 /// padding 512, forward only); change fields, then pass it to sda::context::run_workload or as
 /// sda_probe_options::workload.
 ///
 /// Thread safety: [thread-safe], [audio-thread].
-inline sda_workload workload() noexcept { return sda_workload_default(); }
+inline sda_workload workload() noexcept { return sda::make<sda_workload>(); }
 
 /// Where one worker of a job runs and the environment to start it with
 /// (sda::context::plan_workers).
@@ -368,7 +398,7 @@ public:
 
     /// Describes the selected device (sda_device_info).
     sda_device_details device_info() const {
-        sda_device_details details{};
+        sda_device_details details = sda::make<sda_device_details>();
         check(sda_device_info(handle_, &details));
         return details;
     }
@@ -385,7 +415,8 @@ public:
                 return devices;
             }
             if (status == SDA_ERR_BUFFER_TOO_SMALL && count > devices.size()) {
-                devices.resize(count);
+                // Every entry initialised: the first one's struct_size is the array's stride.
+                devices.resize(count, sda::make<sda_device_details>());
                 continue;
             }
             throw_error(status);
@@ -394,7 +425,7 @@ public:
 
     /// Memory figures of the selected device (sda_memory_info).
     sda_memory_figures memory_info() const {
-        sda_memory_figures figures{};
+        sda_memory_figures figures = sda::make<sda_memory_figures>();
         check(sda_memory_info(handle_, &figures));
         return figures;
     }
@@ -416,7 +447,7 @@ public:
     ///
     /// Thread safety: [thread-safe]; cheap once a device is selected.
     sda_recommendation recommend(uint64_t parameters = 0) const {
-        sda_recommendation recommendation = sda_recommendation_default();
+        sda_recommendation recommendation = sda::make<sda_recommendation>();
         check(sda_recommend(handle_, parameters, &recommendation));
         return recommendation;
     }
@@ -462,7 +493,8 @@ public:
             }
             // The environment may change between the size query and the call: loop until it fits.
             if (status == SDA_ERR_BUFFER_TOO_SMALL && count > problems.size()) {
-                problems.resize(count);
+                // Every entry initialised: the first one's struct_size is the array's stride.
+                problems.resize(count, sda::make<sda_problem>());
                 continue;
             }
             throw_error(status);
@@ -482,7 +514,7 @@ public:
     /// when one is installed).
     sda::worker_plan plan_workers(const std::string &strategy = "auto", uint32_t workers = 0,
                                   uint32_t worker_id = 0) const {
-        sda::worker_plan result{sda_worker_plan_default(), std::string()};
+        sda::worker_plan result{sda::make<sda_worker_plan>(), std::string()};
         // On SDA_ERR_BUFFER_TOO_SMALL the plan is not written; read_string retries with the size.
         result.env = detail::read_string([&](char *buf, std::size_t capacity, std::size_t *needed) {
             return sda_plan_workers(handle_, strategy.c_str(), workers, worker_id, &result.plan, buf,
@@ -515,7 +547,7 @@ public:
 
 private:
     sda_selection select_impl(const char *preference) const {
-        sda_selection selection{};
+        sda_selection selection = sda::make<sda_selection>();
         check(sda_select_device(handle_, preference, &selection));
         return selection;
     }
@@ -528,6 +560,103 @@ private:
 
     sda_context *handle_ = nullptr;
 };
+
+/* ---- A model file as the workload ------------------------------------------------------------ */
+
+/// An owned sda_model: a model file (a TorchScript module, or an AOTInductor .pt2 package for
+/// inference) loaded on a context's selected device, run with random input [batch, input_shape...].
+/// Move-only. Probe it with sda::probe_batch(ctx, model, ...) and run it under guard with
+/// sda::guarded_run(ctx, model, report, options).
+///
+///     sda::model m(ctx, "demucs.pt", {2, 88200});          // per-sample shape; f32, inference
+///     const sda_probe_result fits = sda::probe_batch(ctx, m);
+///     m.run(fits.recommended_batch);
+///
+/// The model keeps its context's state alive: it still runs after the sda::context is destroyed;
+/// the probe and guarded runs need the live context that loaded it (another one is
+/// SDA_ERR_INVALID_ARGUMENT).
+///
+/// Thread safety: [thread-safe] (runs of one model are serialised); loading and running are
+/// [main-thread] (they read the file and compute).
+class model {
+public:
+    /// Loads `path` with the per-sample shape `input_shape` (sda_model_load). Throws sda::error:
+    /// SDA_ERR_INVALID_ARGUMENT for a missing file, a file that is no model, a zero dimension, or
+    /// training an AOTInductor package, with the model's own words; SDA_ERR_TORCH for a file
+    /// libtorch cannot read. A shape or dtype the model rejects is found by the first run.
+    model(const context &ctx, const std::string &path, const std::vector<uint64_t> &input_shape,
+          sda_dtype dtype = SDA_DTYPE_F32, bool train = false) {
+        sda_model_options options = sda::make<sda_model_options>();
+        options.path = path.c_str();
+        options.input_shape = input_shape.empty() ? nullptr : input_shape.data();
+        options.input_rank = input_shape.size();
+        options.dtype = dtype;
+        options.train = train ? 1u : 0u;
+        check(sda_model_load(ctx.handle(), &options, &handle_));
+    }
+
+    /// Loads with options filled by the caller (from sda::make<sda_model_options>()).
+    model(const context &ctx, const sda_model_options &options) {
+        check(sda_model_load(ctx.handle(), &options, &handle_));
+    }
+
+    /// Takes ownership of a handle from the C API (NULL gives an empty object).
+    explicit model(sda_model *adopted) noexcept : handle_(adopted) {}
+
+    model(const model &) = delete;
+    model &operator=(const model &) = delete;
+    model(model &&other) noexcept : handle_(std::exchange(other.handle_, nullptr)) {}
+    model &operator=(model &&other) noexcept {
+        if (this != &other) {
+            reset();
+            handle_ = std::exchange(other.handle_, nullptr);
+        }
+        return *this;
+    }
+    ~model() { reset(); }
+
+    /// Runs the model once with `batch` samples (sda_model_run). Throws sda::error: a real
+    /// allocation failure is SDA_ERR_OUT_OF_MEMORY with libtorch's message (inside sda::guarded_run
+    /// it comes back as the run's status); a batch, shape or dtype the model does not accept is
+    /// SDA_ERR_INVALID_ARGUMENT ("accepts only its traced batch" for a fixed traced batch).
+    void run(uint32_t batch) const { check(sda_model_run(handle_, batch)); }
+
+    /// Format, device, input and sizes (sda_model_info).
+    sda_model_details info() const {
+        sda_model_details details = sda::make<sda_model_details>();
+        check(sda_model_info(handle_, &details));
+        return details;
+    }
+
+    /// The C handle, still owned by this object (NULL after a move).
+    sda_model *handle() const noexcept { return handle_; }
+
+    /// Gives up ownership: the caller frees the returned handle with sda_model_free().
+    sda_model *release() noexcept { return std::exchange(handle_, nullptr); }
+
+    /// Whether this object owns a handle.
+    explicit operator bool() const noexcept { return handle_ != nullptr; }
+
+private:
+    void reset() noexcept {
+        if (handle_ != nullptr) {
+            (void)sda_model_free(std::exchange(handle_, nullptr));
+        }
+    }
+
+    sda_model *handle_ = nullptr;
+};
+
+/// The same class, spelled as a type name in CamelCase.
+using Model = model;
+
+namespace detail {
+
+/// A model as the first argument after the context: the model overloads, not the callable ones.
+template <class F>
+inline constexpr bool is_model_v = std::is_same_v<std::remove_cv_t<std::remove_reference_t<F>>, model>;
+
+}  // namespace detail
 
 /* ---- Log callback ---------------------------------------------------------------------------- */
 
@@ -598,15 +727,15 @@ private:
 
 /* ---- Guarded runs ---------------------------------------------------------------------------- */
 
-/// Guard options with the library's defaults (sda_guard_options_default()) and `batch_size` set.
+/// Guard options with the library's defaults (sda_guard_options_init) and `batch_size` set.
 inline sda_guard_options guard_options(uint32_t batch_size = 0) noexcept {
-    sda_guard_options options = sda_guard_options_default();
+    sda_guard_options options = sda::make<sda_guard_options>();
     options.batch_size = batch_size;
     return options;
 }
 
-/// An empty run report with its struct_size set (sda_run_report_default()).
-inline sda_run_report run_report() noexcept { return sda_run_report_default(); }
+/// An empty run report with its struct_size set (sda_run_report_init).
+inline sda_run_report run_report() noexcept { return sda::make<sda_run_report>(); }
 
 namespace detail {
 
@@ -685,7 +814,7 @@ int32_t batch_trampoline(void *user_data, uint32_t batch_size,
 /// the C API accepts it; a report with any other size is passed on as it is (and refused there).
 inline void prepare_report(sda_run_report *report) noexcept {
     if (report != nullptr && report->struct_size == 0) {
-        *report = sda_run_report_default();
+        *report = sda::make<sda_run_report>();
     }
 }
 
@@ -719,12 +848,12 @@ inline sda_status finish(sda_status status, const std::exception_ptr &thrown) {
 /// returned, or libsda's own refusal (SDA_ERR_INVALID_HANDLE for an empty context,
 /// SDA_ERR_INVALID_ARGUMENT for bad options) with its message in sda_last_error_message().
 ///
-/// `report` may be NULL; one with struct_size 0 is initialised with sda_run_report_default(). It is
+/// `report` may be NULL; one with struct_size 0 is initialised with sda_run_report_init. It is
 /// written whether the run succeeds or fails. `options` may be NULL (defaults); set
 /// options->batch_size to get a concrete smaller batch in the guidance.
 ///
 /// Thread safety: [thread-safe]; `work` runs on the calling thread, during the call.
-template <class F>
+template <class F, std::enable_if_t<!detail::is_model_v<F>, int> = 0>
 sda_status guarded_run(const context &ctx, F &&work, sda_run_report *report = nullptr,
                        const sda_guard_options *options = nullptr) {
     using Callable = std::remove_reference_t<F>;
@@ -747,7 +876,7 @@ sda_status guarded_run(const context &ctx, F &&work, sda_run_report *report = nu
 /// and is rethrown to the caller.
 ///
 /// Thread safety: [thread-safe]; `work` runs on the calling thread, during the call.
-template <class F>
+template <class F, std::enable_if_t<!detail::is_model_v<F>, int> = 0>
 sda_status guarded_run_batched(const context &ctx, F &&work, sda_run_report *report = nullptr,
                                const sda_guard_options *options = nullptr) {
     using Callable = std::remove_reference_t<F>;
@@ -758,15 +887,31 @@ sda_status guarded_run_batched(const context &ctx, F &&work, sda_run_report *rep
     return detail::finish(status, state.thrown);
 }
 
+/// Runs a loaded model under libsda's guard (sda_guarded_run_model) with options.batch_size
+/// (required, >= 1) samples: one run with options.max_attempts 1, else (the default is 8) retries
+/// with a smaller batch chosen from the measured memory after each out-of-memory failure, down to
+/// options.min_batch; report->final_batch holds the batch that fit. As with the other guarded runs
+/// the status is returned, never thrown: SDA_OK, SDA_ERR_OUT_OF_MEMORY (report->suggested_batch
+/// names a batch that fits, report->guidance says what to do), SDA_ERR_INVALID_ARGUMENT for a batch
+/// the model does not accept (never out-of-memory) or bad options, SDA_ERR_INVALID_HANDLE for an
+/// empty model or context. `report` may be NULL; one with struct_size 0 is initialised.
+///
+/// Thread safety: [thread-safe]; [main-thread] (heavy: it computes).
+inline sda_status guarded_run(const context &ctx, const model &m, sda_run_report *report,
+                              const sda_guard_options &options) {
+    detail::prepare_report(report);
+    return sda_guarded_run_model(ctx.handle(), m.handle(), &options, report);
+}
+
 /* ---- Probe ----------------------------------------------------------------------------------- */
 
-/// Probe options with the library's defaults (sda_probe_options_default(): batches 1 to 65536, at
+/// Probe options with the library's defaults (sda_probe_options_init: batches 1 to 65536, at
 /// most 8 runs, the memory strategy's budget, a 5 % margin, the built-in workload) and
 /// `budget_bytes` set (0 = the strategy's budget). Change fields, e.g. `max_batch`, `workload` (the
 /// built-in workload's shape, see sda::workload()) or `save_to` (a config's handle(): the
 /// recommended batch is stored in its hardware.max_batch_size).
 inline sda_probe_options probe_options(uint64_t budget_bytes = 0) noexcept {
-    sda_probe_options options = sda_probe_options_default();
+    sda_probe_options options = sda::make<sda_probe_options>();
     options.budget_bytes = budget_bytes;
     return options;
 }
@@ -837,7 +982,7 @@ bool probe_progress_trampoline(void *user_data, const sda_probe_progress *progre
 inline sda_probe_result run_probe(const context &ctx, const sda_probe_options &options,
                                   const std::exception_ptr *workload_thrown,
                                   const std::exception_ptr *progress_thrown) {
-    sda_probe_result result = sda_probe_result_default();
+    sda_probe_result result = sda::make<sda_probe_result>();
     const sda_status status = sda_probe_batch(ctx.handle(), &options, &result);
     if (status != SDA_OK) {
         if (workload_thrown != nullptr && *workload_thrown) {
@@ -933,6 +1078,40 @@ sda_probe_result probe_batch(const context &ctx, W &&work, P &&progress,
     filled.progress = &detail::probe_progress_trampoline<Progress>;
     filled.progress_user_data = &state;
     return detail::probe_with_workload(ctx, std::forward<W>(work), filled, &state.thrown);
+}
+
+/// Probes a loaded model (options.model = m; options.workload and options.custom_workload are
+/// cleared): the largest batch of it that fits the memory budget on the context that loaded it.
+/// Every run's peak counts the model's resident bytes. Throws sda::error: a model that accepts only
+/// its traced batch, or rejects its input, is SDA_ERR_INVALID_ARGUMENT; a model of another context
+/// is SDA_ERR_INVALID_ARGUMENT; a cancel is SDA_ERR_CANCELLED.
+///
+/// Thread safety: [thread-safe]; [main-thread] (runs real work: seconds).
+inline sda_probe_result probe_batch(const context &ctx, const model &m,
+                                    const sda_probe_options &options = probe_options()) {
+    sda_probe_options filled = options;
+    filled.model = m.handle();
+    filled.workload = nullptr;
+    filled.custom_workload = nullptr;
+    filled.workload_user_data = nullptr;
+    return detail::run_probe(ctx, filled, nullptr, nullptr);
+}
+
+/// Probes a loaded model and calls `progress(p)` after every run, as the callable overload does
+/// (true or void goes on, false cancels, an exception cancels and is rethrown).
+template <class P, std::enable_if_t<detail::is_probe_progress_v<P>, int> = 0>
+sda_probe_result probe_batch(const context &ctx, const model &m, P &&progress,
+                             const sda_probe_options &options = probe_options()) {
+    using Progress = std::remove_reference_t<P>;
+    detail::progress_state<Progress> state{progress, nullptr};
+    sda_probe_options filled = options;
+    filled.model = m.handle();
+    filled.workload = nullptr;
+    filled.custom_workload = nullptr;
+    filled.workload_user_data = nullptr;
+    filled.progress = &detail::probe_progress_trampoline<Progress>;
+    filled.progress_user_data = &state;
+    return detail::run_probe(ctx, filled, nullptr, &state.thrown);
 }
 
 }  // namespace sda

@@ -3,20 +3,33 @@
 #
 # - libtorch: an existing $LIBTORCH is respected; otherwise torch==2.13.0 (the version tch 0.26 is built
 #   for) is installed from PyPI into the project-local, git-ignored virtual env .venv, reused when present.
-# - Debian packages the tests need (cmake, pkg-config, valgrind), installed only when missing and
-#   only as root.
+# - `--torch VERSION` (e.g. `--torch 2.11.0`, for the second backend module crates/sda_torch_2_11, tch
+#   0.24): that torch instead, in its own virtual env .venv-MAJOR.MINOR (.venv-2.11); $LIBTORCH is not
+#   consulted (it names the default libtorch). The default version still goes to .venv.
+# - Debian packages the tests need (cmake, pkg-config, valgrind, patchelf), installed only when missing
+#   and only as root.
 # - cargo-nextest, when missing.
 set -euo pipefail
 
-TORCH_VERSION=2.13.0
+DEFAULT_TORCH_VERSION=2.13.0
+TORCH_VERSION=$DEFAULT_TORCH_VERSION
+if [ "${1:-}" = --torch ]; then
+  [ -n "${2:-}" ] || { printf 'provision: usage: %s [--torch VERSION]\n' "$0" >&2; exit 2; }
+  TORCH_VERSION=$2
+fi
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 venv="$root/.venv"
+if [ "$TORCH_VERSION" != "$DEFAULT_TORCH_VERSION" ]; then
+  venv="$root/.venv-$(cut -d. -f1-2 <<<"$TORCH_VERSION")"
+  unset LIBTORCH
+fi
 
 log() { printf 'provision: %s\n' "$*" >&2; }
 
 need_debs=()
-# valgrind: the reliability suite's memcheck runs (scripts/reliability.sh).
-for tool_pkg in cmake:cmake pkg-config:pkg-config valgrind:valgrind; do
+# valgrind: the reliability suite's memcheck runs (scripts/reliability.sh). patchelf: `make install`
+# gives the installed backend modules and a bundled libtorch relative run paths (cmake/CMakeLists.txt).
+for tool_pkg in cmake:cmake pkg-config:pkg-config valgrind:valgrind patchelf:patchelf; do
   tool=${tool_pkg%%:*}; pkg=${tool_pkg##*:}
   command -v "$tool" >/dev/null 2>&1 || need_debs+=("$pkg")
 done
@@ -48,7 +61,7 @@ fi
 torch_dir="$venv/lib/python3.11/site-packages/torch"
 installed=$("$venv/bin/python" -c 'import importlib.metadata as m; print(m.version("torch"))' 2>/dev/null || true)
 if [ "$installed" != "$TORCH_VERSION" ]; then
-  log "installing torch==$TORCH_VERSION into $venv (about 4.7 GB, about a minute)"
+  log "installing torch==$TORCH_VERSION into $venv (about 4.7 GB with its CUDA packages, a minute or more)"
   [ -x "$venv/bin/python" ] || python3 -m venv "$venv" >&2
   "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "torch==$TORCH_VERSION" >&2
 fi

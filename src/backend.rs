@@ -1,19 +1,22 @@
 //! Loading the torch backend when the host chooses, and reporting what was loaded.
 
 use crate::context::{context_of, sda_context};
+use crate::sized::{self, growable, sda_bool, zeroed_with_size, Growable, Out};
 use crate::status::Status;
-use crate::{fill_fixed, guard, out};
+use crate::{fill_fixed, guard};
 use sda_core::backend;
 use std::os::raw::c_char;
 
-/// What the torch backend module loaded.
+/// What the torch backend module loaded. Initialise it with `SDA_BACKEND_DETAILS_INIT(&details)`.
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct sda_backend_details {
-    /// `true` once the backend is loaded in this process; all other fields are empty until then.
-    pub loaded: bool,
-    /// `true` when the loaded libtorch is a CUDA build (ships `libtorch_cuda.so`).
-    pub cuda_build: bool,
+    /// `sizeof(sda_backend_details)` as the caller was compiled; set by `sda_backend_details_init`.
+    pub struct_size: u32,
+    /// 1 once the backend is loaded in this process, else 0; all other fields are empty until then.
+    pub loaded: sda_bool,
+    /// 1 when the loaded libtorch is a CUDA build (ships `libtorch_cuda.so`), else 0.
+    pub cuda_build: sda_bool,
     /// Path of the backend module, NUL-terminated.
     pub module_path: [c_char; 1024],
     /// Path of the libtorch (`libtorch_cpu.so`) mapped into the process, NUL-terminated.
@@ -24,6 +27,32 @@ pub struct sda_backend_details {
     pub built_libtorch_version: [c_char; 64],
     /// CUDA version of the libtorch build (`13.0`), empty for CPU builds, NUL-terminated.
     pub libtorch_cuda_version: [c_char; 16],
+    /// Test builds only (`abi-growth-test`): the field a later version might append.
+    #[cfg(feature = "abi-growth-test")]
+    pub abi_growth_test: u32,
+}
+
+growable!(sda_backend_details {
+    struct_size, loaded, cuda_build, module_path, libtorch_path, libtorch_version,
+    built_libtorch_version, libtorch_cuda_version,
+    #[cfg(feature = "abi-growth-test")]
+    abi_growth_test,
+} defaults = {
+    // SAFETY: sda_backend_details is repr(C) of integers, sda_bool and c_char arrays (0 = empty
+    // string): all-zero bytes are a valid value, the "not loaded" report.
+    unsafe { zeroed_with_size() }
+});
+
+/// Initialises an empty backend report (`struct_size` = `size`, the caller's
+/// `sizeof(sda_backend_details)`; `SDA_BACKEND_DETAILS_INIT(&details)` passes it).
+///
+/// Thread safety: [thread-safe], [audio-thread].
+#[no_mangle]
+pub extern "C" fn sda_backend_details_init(
+    details: *mut sda_backend_details,
+    size: usize,
+) -> Status {
+    guard(|| sized::init(details, size, "details"))
 }
 
 /// Loads the torch backend module and its libtorch now, so that the host pays for libtorch's start-up
@@ -49,14 +78,12 @@ pub extern "C" fn sda_backend_load(context: *const sda_context) -> Status {
 #[no_mangle]
 pub extern "C" fn sda_backend_info(out_details: *mut sda_backend_details) -> Status {
     guard(|| {
-        let slot = out(out_details, "out_details")?;
-        // SAFETY: sda_backend_details is repr(C) of two bools (0 = false) and c_char arrays
-        // (0 = empty string): all-zero bytes are a valid value, the "not loaded" report.
-        let mut d: sda_backend_details = unsafe { std::mem::zeroed() };
+        let slot = Out::new(out_details, "out_details")?;
+        let mut d = sda_backend_details::defaults();
         if let Some(b) = backend::loaded() {
             let info = b.info();
-            d.loaded = true;
-            d.cuda_build = info.cuda_build;
+            d.loaded = 1;
+            d.cuda_build = info.cuda_build.into();
             fill_fixed(&mut d.module_path, &info.module_path.display().to_string());
             fill_fixed(
                 &mut d.libtorch_path,
@@ -72,7 +99,7 @@ pub extern "C" fn sda_backend_info(out_details: *mut sda_backend_details) -> Sta
                 info.libtorch_cuda_version.as_deref().unwrap_or(""),
             );
         }
-        *slot = d;
+        slot.write(&d);
         Ok(())
     })
 }

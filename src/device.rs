@@ -1,8 +1,9 @@
 //! Device selection and description.
 
 use crate::context::{context_of, sda_context};
+use crate::sized::{self, growable, sda_bool, write_array, zeroed_with_size, Growable, Out};
 use crate::status::Status;
-use crate::{fill_fixed, guard, opt_str_arg, out, write_array};
+use crate::{fill_fixed, guard, opt_str_arg, out};
 use sda_core::device::{DeviceInfo, Selection};
 use sda_core::preference::DeviceKind;
 use std::os::raw::c_char;
@@ -41,16 +42,18 @@ impl From<sda_device_kind> for DeviceKind {
     }
 }
 
-/// The outcome of `sda_select_device`.
+/// The outcome of `sda_select_device`. Initialise it with `SDA_SELECTION_INIT(&selection)`.
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct sda_selection {
+    /// `sizeof(sda_selection)` as the caller was compiled; set by `sda_selection_init`.
+    pub struct_size: u32,
     /// The chosen device kind.
     pub kind: sda_device_kind,
     /// The chosen device index (0 on CPU and MPS).
     pub index: i32,
-    /// `true` when the requested device was missing or broken and the CPU was chosen instead.
-    pub fell_back: bool,
+    /// 1 when the requested device was missing or broken and the CPU was chosen instead, else 0.
+    pub fell_back: sda_bool,
     /// The device as torch spells it (`cpu`, `cuda:0`, `mps`), NUL-terminated.
     pub device: [c_char; 32],
     /// The preference as understood (`auto`, `cuda:1`), NUL-terminated.
@@ -58,16 +61,34 @@ pub struct sda_selection {
     /// Why the selection fell back (empty when it did not), NUL-terminated, truncated to fit. The
     /// full text also goes to the log callback as a warning.
     pub reason: [c_char; 512],
+    /// Test builds only (`abi-growth-test`): the field a later version might append.
+    #[cfg(feature = "abi-growth-test")]
+    pub abi_growth_test: u32,
 }
 
-/// The description of one device.
+growable!(sda_selection {
+    struct_size, kind, index, fell_back, device, requested, reason,
+    #[cfg(feature = "abi-growth-test")]
+    abi_growth_test,
+} defaults = {
+    // SAFETY: sda_selection is repr(C) of integers, sda_bool, c_char arrays (0 = empty string) and
+    // `kind`, an sda_device_kind whose 0 is SDA_DEVICE_KIND_CPU: all-zero bytes are valid.
+    unsafe { zeroed_with_size() }
+});
+
+/// The description of one device. Initialise it with `SDA_DEVICE_DETAILS_INIT(&details)`; for
+/// `sda_list_devices`, initialise the first entry of the array at least.
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct sda_device_details {
+    /// `sizeof(sda_device_details)` as the caller was compiled; set by `sda_device_details_init`.
+    pub struct_size: u32,
     /// Device kind.
     pub kind: sda_device_kind,
     /// Index within the kind.
     pub index: i32,
+    /// Number of devices of this kind.
+    pub device_count: u32,
     /// The device as torch spells it (`cpu`, `cuda:0`, `mps`), NUL-terminated.
     pub device: [c_char; 32],
     /// Device name; the CPU brand string on CPU. NUL-terminated.
@@ -84,28 +105,58 @@ pub struct sda_device_details {
     pub cuda_runtime_version: [c_char; 16],
     /// CUDA driver version (`12.4`), empty when not CUDA.
     pub cuda_driver_version: [c_char; 16],
-    /// Native bfloat16 arithmetic.
-    pub bf16_supported: bool,
-    /// Native float16 arithmetic.
-    pub fp16_supported: bool,
-    /// Number of devices of this kind.
-    pub device_count: u32,
+    /// 1 with native bfloat16 arithmetic, else 0.
+    pub bf16_supported: sda_bool,
+    /// 1 with native float16 arithmetic, else 0.
+    pub fp16_supported: sda_bool,
+    /// Test builds only (`abi-growth-test`): the field a later version might append.
+    #[cfg(feature = "abi-growth-test")]
+    pub abi_growth_test: u32,
 }
 
-fn fill_selection(dst: &mut sda_selection, s: &Selection) {
+growable!(sda_device_details {
+    struct_size, kind, index, device_count, device, name, memory_total, memory_free,
+    compute_capability_major, compute_capability_minor, cuda_runtime_version, cuda_driver_version,
+    bf16_supported, fp16_supported,
+    #[cfg(feature = "abi-growth-test")]
+    abi_growth_test,
+} defaults = {
+    // SAFETY: sda_device_details is repr(C) of integers, sda_bool, c_char arrays (0 = empty string)
+    // and `kind`, an sda_device_kind whose 0 is SDA_DEVICE_KIND_CPU: all-zero bytes are valid.
+    unsafe { zeroed_with_size() }
+});
+
+/// Initialises an empty selection (`struct_size` = `size`, the caller's `sizeof(sda_selection)`;
+/// `SDA_SELECTION_INIT(&selection)` passes it).
+///
+/// Thread safety: [thread-safe], [audio-thread].
+#[no_mangle]
+pub extern "C" fn sda_selection_init(selection: *mut sda_selection, size: usize) -> Status {
+    guard(|| sized::init(selection, size, "selection"))
+}
+
+/// Initialises an empty device description (`struct_size` = `size`, the caller's
+/// `sizeof(sda_device_details)`; `SDA_DEVICE_DETAILS_INIT(&details)` passes it).
+///
+/// Thread safety: [thread-safe], [audio-thread].
+#[no_mangle]
+pub extern "C" fn sda_device_details_init(details: *mut sda_device_details, size: usize) -> Status {
+    guard(|| sized::init(details, size, "details"))
+}
+
+fn selection(s: &Selection) -> sda_selection {
+    let mut dst = sda_selection::defaults();
     dst.kind = s.kind.into();
     dst.index = s.index as i32;
-    dst.fell_back = s.fell_back;
+    dst.fell_back = s.fell_back.into();
     fill_fixed(&mut dst.device, &s.device_string());
     fill_fixed(&mut dst.requested, &s.requested);
     fill_fixed(&mut dst.reason, &s.reason);
+    dst
 }
 
 fn details(info: &DeviceInfo) -> sda_device_details {
-    // SAFETY: sda_device_details is repr(C) of integers, bools (0 = false), c_char arrays (0 = empty
-    // string) and `kind`, an sda_device_kind whose 0 is SDA_DEVICE_KIND_CPU: all-zero bytes are a
-    // valid value of every field.
-    let mut d: sda_device_details = unsafe { std::mem::zeroed() };
+    let mut d = sda_device_details::defaults();
     d.kind = info.kind.into();
     d.index = info.index as i32;
     fill_fixed(&mut d.device, &info.device);
@@ -123,8 +174,8 @@ fn details(info: &DeviceInfo) -> sda_device_details {
         &mut d.cuda_driver_version,
         info.cuda_driver_version.as_deref().unwrap_or(""),
     );
-    d.bf16_supported = info.bf16_supported;
-    d.fp16_supported = info.fp16_supported;
+    d.bf16_supported = info.bf16_supported.into();
+    d.fp16_supported = info.fp16_supported.into();
     d.device_count = info.device_count;
     d
 }
@@ -153,9 +204,8 @@ pub extern "C" fn sda_select_device(
     guard(|| {
         let context = context_of(context)?;
         let preference = opt_str_arg(preference, "preference")?;
-        let slot = out(out_selection, "out_selection")?;
-        let selection = context.select(preference)?;
-        fill_selection(slot, &selection);
+        let slot = Out::new(out_selection, "out_selection")?;
+        slot.write(&selection(&context.select(preference)?));
         Ok(())
     })
 }
@@ -172,8 +222,8 @@ pub extern "C" fn sda_device_info(
 ) -> Status {
     guard(|| {
         let context = context_of(context)?;
-        let slot = out(out_details, "out_details")?;
-        *slot = details(&context.device_info()?);
+        let slot = Out::new(out_details, "out_details")?;
+        slot.write(&details(&context.device_info()?));
         Ok(())
     })
 }
@@ -181,9 +231,10 @@ pub extern "C" fn sda_device_info(
 /// Lists every device of the machine: the CPU first, then each CUDA device, then MPS where it exists.
 /// Loads no libtorch.
 ///
-/// `out_devices` is an array of `capacity` entries (may be NULL when `capacity` is 0). `*count` always
-/// receives the number of devices; when `capacity` is smaller the call returns
-/// `SDA_ERR_BUFFER_TOO_SMALL` and writes no entry.
+/// `out_devices` is an array of `capacity` entries (may be NULL when `capacity` is 0) whose first entry
+/// is initialised (`SDA_DEVICE_DETAILS_INIT(&out_devices[0])`): its `struct_size` is the array's
+/// stride, and every entry written gets it. `*count` always receives the number of devices; when
+/// `capacity` is smaller the call returns `SDA_ERR_BUFFER_TOO_SMALL` and writes no entry.
 ///
 /// Thread safety: [thread-safe].
 #[no_mangle]

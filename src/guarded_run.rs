@@ -2,6 +2,7 @@
 
 use crate::context::{context_of, sda_context};
 use crate::device::sda_device_kind;
+use crate::sized::{self, check_bool, growable, sda_bool, zeroed_with_size, Growable, Out};
 use crate::status::Status;
 use crate::{callback_result, errors_stored, fill_fixed, guard};
 use sda_core::error::{Error, Result};
@@ -22,12 +23,12 @@ pub type sda_batch_callback = Option<
     unsafe extern "C" fn(user_data: *mut c_void, batch_size: u32, accumulation_steps: u32) -> i32,
 >;
 
-/// Options of a guarded run. Get them from `sda_guard_options_default()`, then change fields; the
-/// `struct_size` field lets the struct grow in later versions without breaking callers.
+/// Options of a guarded run. Initialise them with `SDA_GUARD_OPTIONS_INIT(&options)` (or
+/// `sda_guard_options_init(&options, sizeof options)`), then change fields.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct sda_guard_options {
-    /// `sizeof(sda_guard_options)` as the caller was compiled; set by `sda_guard_options_default()`.
+    /// `sizeof(sda_guard_options)` as the caller was compiled; set by `sda_guard_options_init`.
     pub struct_size: u32,
     /// The batch the work attempts (the first attempt of a batched run); 0 = not said, and then no
     /// concrete smaller batch can be suggested.
@@ -36,8 +37,8 @@ pub struct sda_guard_options {
     pub min_batch: u32,
     /// Batched runs: the most attempts, the first included (default 8).
     pub max_attempts: u32,
-    /// Batched runs: keep `batch × accumulation_steps` at the first batch (default false).
-    pub keep_effective_batch: bool,
+    /// Batched runs: keep `batch × accumulation_steps` at the first batch (0 or 1; default 0).
+    pub keep_effective_batch: sda_bool,
     /// Memory the work may use, in bytes; 0 = the memory strategy's budget (default 0).
     pub budget_bytes: u64,
     /// Safety margin below the budget, in bytes; 0 = 5 % of the budget (default 0).
@@ -46,14 +47,40 @@ pub struct sda_guard_options {
     /// successful run measured per sample informs the suggestion after a later failure of the same
     /// work; 0 = the callback function identifies it (default 0).
     pub work_id: u64,
+    /// Test builds only (`abi-growth-test`): the field a later version might append.
+    #[cfg(feature = "abi-growth-test")]
+    pub abi_growth_test: u32,
 }
 
-/// What happened in a guarded run; written even when the run fails (that is what it is for). Get one
-/// from `sda_run_report_default()` so that `struct_size` is set.
+growable!(sda_guard_options {
+    struct_size, batch_size, min_batch, max_attempts, keep_effective_batch, budget_bytes,
+    margin_bytes, work_id,
+    #[cfg(feature = "abi-growth-test")]
+    abi_growth_test,
+} defaults = {
+    let d = GuardOptions::default();
+    sda_guard_options {
+        struct_size: std::mem::size_of::<sda_guard_options>() as u32,
+        batch_size: d.batch_size,
+        min_batch: d.min_batch,
+        max_attempts: d.max_attempts,
+        keep_effective_batch: d.keep_effective_batch.into(),
+        budget_bytes: d.budget_bytes,
+        margin_bytes: d.margin_bytes,
+        work_id: 0,
+        #[cfg(feature = "abi-growth-test")]
+        abi_growth_test: 0,
+    }
+}, check = |o| {
+    check_bool(o.keep_effective_batch, "sda_guard_options", "keep_effective_batch").map(|_| ())
+});
+
+/// What happened in a guarded run; written even when the run fails (that is what it is for).
+/// Initialise it with `SDA_RUN_REPORT_INIT(&report)` so that `struct_size` is set.
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct sda_run_report {
-    /// `sizeof(sda_run_report)` as the caller was compiled; set by `sda_run_report_default()`.
+    /// `sizeof(sda_run_report)` as the caller was compiled; set by `sda_run_report_init`.
     pub struct_size: u32,
     /// The run's status (the same value the call returns).
     pub status: Status,
@@ -74,8 +101,8 @@ pub struct sda_run_report {
     pub attempts: u32,
     /// Attempts that ran out of memory.
     pub oom_attempts: u32,
-    /// Whether torch allocator figures were measured (the backend is loaded).
-    pub measured: bool,
+    /// 1 when torch allocator figures were measured (the backend is loaded), else 0.
+    pub measured: sda_bool,
     /// Highest torch allocation during the last attempt, in bytes.
     pub peak_bytes: u64,
     /// Torch bytes allocated before the last attempt.
@@ -88,93 +115,71 @@ pub struct sda_run_report {
     pub failed_allocation_bytes: u64,
     /// What happened and what to do, for a person; NUL-terminated, truncated to fit.
     pub guidance: [c_char; 1024],
+    /// Test builds only (`abi-growth-test`): the field a later version might append.
+    #[cfg(feature = "abi-growth-test")]
+    pub abi_growth_test: u32,
 }
 
-/// Default guard options (`struct_size` set, no batch, min batch 1, 8 attempts, strategy budget).
+growable!(sda_run_report {
+    struct_size, status, kind, index, attempted_batch, final_batch, suggested_batch,
+    accumulation_steps, attempts, oom_attempts, measured, peak_bytes, memory_before, memory_after,
+    budget, failed_allocation_bytes, guidance,
+    #[cfg(feature = "abi-growth-test")]
+    abi_growth_test,
+} defaults = {
+    // SAFETY: sda_run_report is repr(C) of integers, sda_bool, `status` (0 = SDA_OK), `kind`
+    // (0 = SDA_DEVICE_KIND_CPU) and a c_char array (0 = empty string): all-zero bytes are valid.
+    unsafe { zeroed_with_size() }
+});
+
+/// Initialises guard options with the library's defaults: no batch said, min batch 1, 8 attempts,
+/// the strategy's budget. `size` is the caller's `sizeof(sda_guard_options)`
+/// (`SDA_GUARD_OPTIONS_INIT(&options)` passes it); see the header's rule for structs that grow.
+///
+/// Errors: `SDA_ERR_NULL_POINTER`; `SDA_ERR_INVALID_ARGUMENT` for a size smaller than 4 or ending
+/// inside a field.
 ///
 /// Thread safety: [thread-safe], [audio-thread].
 #[no_mangle]
-pub extern "C" fn sda_guard_options_default() -> sda_guard_options {
-    let d = GuardOptions::default();
-    sda_guard_options {
-        struct_size: std::mem::size_of::<sda_guard_options>() as u32,
-        batch_size: d.batch_size,
-        min_batch: d.min_batch,
-        max_attempts: d.max_attempts,
-        keep_effective_batch: d.keep_effective_batch,
-        budget_bytes: d.budget_bytes,
-        margin_bytes: d.margin_bytes,
-        work_id: 0,
-    }
+pub extern "C" fn sda_guard_options_init(options: *mut sda_guard_options, size: usize) -> Status {
+    guard(|| sized::init(options, size, "options"))
 }
 
-/// An empty report with `struct_size` set.
+/// Initialises an empty run report (`struct_size` = `size`, the caller's
+/// `sizeof(sda_run_report)`; `SDA_RUN_REPORT_INIT(&report)` passes it).
 ///
 /// Thread safety: [thread-safe], [audio-thread].
 #[no_mangle]
-pub extern "C" fn sda_run_report_default() -> sda_run_report {
-    // SAFETY: sda_run_report is repr(C) of integers, a bool (0 = false), `status` (0 = SDA_OK),
-    // `kind` (0 = SDA_DEVICE_KIND_CPU) and a c_char array (0 = empty string): all-zero bytes are a
-    // valid value of every field.
-    let mut r: sda_run_report = unsafe { std::mem::zeroed() };
-    r.struct_size = std::mem::size_of::<sda_run_report>() as u32;
-    r
+pub extern "C" fn sda_run_report_init(report: *mut sda_run_report, size: usize) -> Status {
+    guard(|| sized::init(report, size, "report"))
 }
 
-fn read_options(options: *const sda_guard_options) -> Result<GuardOptions> {
-    // SAFETY: `as_ref` turns NULL into None (the defaults). A non-null `options` is, per the
-    // documentation of sda_guarded_run and sda_guarded_run_batched, a readable sda_guard_options the
-    // caller got from sda_guard_options_default() and keeps alive during the call; only copies of
-    // its fields outlive this function.
-    let Some(o) = (unsafe { options.as_ref() }) else {
+/// Reads guard options (NULL = the defaults).
+pub(crate) fn read_options(options: *const sda_guard_options) -> Result<GuardOptions> {
+    let Some(o) = sized::read_input(options, "options")? else {
         return Ok(GuardOptions::default());
     };
-    if o.struct_size as usize != std::mem::size_of::<sda_guard_options>() {
-        return Err(Error::invalid_argument(format!(
-            "options->struct_size is {}, expected {}: initialise options with \
-             sda_guard_options_default()",
-            o.struct_size,
-            std::mem::size_of::<sda_guard_options>()
-        )));
-    }
     Ok(GuardOptions {
         batch_size: o.batch_size,
         min_batch: o.min_batch,
         max_attempts: o.max_attempts,
-        keep_effective_batch: o.keep_effective_batch,
+        keep_effective_batch: o.keep_effective_batch == 1,
         budget_bytes: o.budget_bytes,
         margin_bytes: o.margin_bytes,
         work_id: o.work_id,
     })
 }
 
-/// Checks the report's `struct_size` before any work runs.
-fn check_report(report: *mut sda_run_report) -> Result<()> {
-    // SAFETY: `as_ref` turns NULL (no report wanted) into None. A non-null `report` is, per the
-    // guarded runs' documentation, a caller-owned sda_run_report from sda_run_report_default(), live
-    // for the whole call; the shared borrow ends before anything writes the report.
-    match unsafe { report.as_ref() } {
-        Some(r) if r.struct_size as usize != std::mem::size_of::<sda_run_report>() => {
-            Err(Error::invalid_argument(format!(
-                "report->struct_size is {}, expected {}: initialise the report with \
-                 sda_run_report_default()",
-                r.struct_size,
-                std::mem::size_of::<sda_run_report>()
-            )))
-        }
-        _ => Ok(()),
-    }
-}
-
-fn write_report(dst: *mut sda_run_report, context_kind: (DeviceKind, i32), r: &RunReport) {
-    // SAFETY: `dst` is the `report` argument whose struct_size check_report accepted before the work
-    // ran; NULL means the caller wants no report. A non-null report is documented as writable and
-    // owned by the caller for the whole call, and the borrow of check_report has ended, so this is
-    // the only reference to it.
-    let Some(d) = (unsafe { dst.as_mut() }) else {
+/// Fills the caller's report (when given) from the core's.
+pub(crate) fn write_report(
+    dst: Option<Out<sda_run_report>>,
+    context_kind: (DeviceKind, i32),
+    r: &RunReport,
+) {
+    let Some(dst) = dst else {
         return;
     };
-    let mut out = sda_run_report_default();
+    let mut out = sda_run_report::defaults();
     out.status = r.error.map_or(Status::SDA_OK, Status::from);
     out.kind = context_kind.0.into();
     out.index = context_kind.1;
@@ -184,14 +189,14 @@ fn write_report(dst: *mut sda_run_report, context_kind: (DeviceKind, i32), r: &R
     out.accumulation_steps = r.accumulation_steps;
     out.attempts = r.attempts;
     out.oom_attempts = r.oom_attempts;
-    out.measured = r.measured;
+    out.measured = r.measured.into();
     out.peak_bytes = r.peak_bytes;
     out.memory_before = r.memory_before;
     out.memory_after = r.memory_after;
     out.budget = r.budget;
     out.failed_allocation_bytes = r.failed_allocation_bytes;
     fill_fixed(&mut out.guidance, &r.guidance);
-    *d = out;
+    dst.write(&out);
 }
 
 /// The work's identity for remembering its memory cost: the callback's code address. Not the user
@@ -213,7 +218,7 @@ fn run_guarded(
     if options.work_id == 0 {
         options.work_id = key;
     }
-    check_report(report)?;
+    let report = Out::optional(report, "report")?;
     if batched && options.batch_size == 0 {
         return Err(Error::invalid_argument(
             "options->batch_size must be the first batch to try (>= 1) for a batched run".into(),

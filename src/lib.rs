@@ -32,10 +32,12 @@ pub mod guarded_run;
 pub mod handle;
 pub mod log;
 pub mod memory;
+pub mod model;
 pub mod plan;
 pub mod probe;
 pub mod recommend;
 pub mod report;
+pub mod sized;
 pub mod status;
 #[cfg(feature = "test-hooks")]
 pub mod test_hooks;
@@ -215,40 +217,31 @@ pub(crate) fn callback_result(code: i32, errors_before: u64, who: &str) -> Resul
     }
 }
 
-/// Copies `items` into a caller's array of `capacity` entries, converted by `convert`: `*count` (already
-/// checked) always receives the number of items; when the array is too small the call fails with
-/// `SDA_ERR_BUFFER_TOO_SMALL` and writes no entry. `out` may be NULL only when nothing is written.
-pub(crate) fn write_array<T, C>(
-    items: &[T],
-    out: *mut C,
-    capacity: usize,
-    count: &mut usize,
-    (what, out_name): (&str, &str),
-    convert: impl Fn(&T) -> C,
-) -> Result<()> {
-    *count = items.len();
-    if capacity < items.len() {
-        return Err(Error::buffer_too_small(format!(
-            "{} {what} but room for {capacity} (see *count)",
-            items.len()
-        )));
-    }
-    if out.is_null() && !items.is_empty() {
-        return Err(Error::null_pointer(format!(
-            "{out_name} is NULL but capacity is {capacity}"
-        )));
-    }
-    for (i, item) in items.iter().enumerate() {
-        // SAFETY: the loop runs only when `items` is not empty, and then `out` is non-null (checked
-        // above). The caller's array is documented as `capacity` writable entries and
-        // capacity >= items.len() was checked above, so `out.add(i)` stays inside it; `write` does not
-        // read or drop the entry it overwrites, so an uninitialised array is fine.
-        unsafe { out.add(i).write(convert(item)) };
-    }
-    Ok(())
-}
-
 /// Copies `text` into a fixed array of a result struct, NUL-terminated, truncated to fit.
 pub(crate) fn fill_fixed(dst: &mut [c_char], text: &str) {
     sda_backend_abi::write_fixed(dst, text);
+}
+
+/// Calls `$f::<T>()` for every struct that crosses the boundary and may grow (sized.rs's tests).
+#[cfg(test)]
+#[macro_export]
+#[doc(hidden)]
+macro_rules! for_each_growable {
+    ($f:ident) => {
+        $f::<$crate::guarded_run::sda_guard_options>();
+        $f::<$crate::guarded_run::sda_run_report>();
+        $f::<$crate::probe::sda_probe_options>();
+        $f::<$crate::probe::sda_probe_result>();
+        $f::<$crate::probe::sda_probe_progress>();
+        $f::<$crate::workload::sda_workload>();
+        $f::<$crate::recommend::sda_recommendation>();
+        $f::<$crate::plan::sda_worker_plan>();
+        $f::<$crate::device::sda_selection>();
+        $f::<$crate::device::sda_device_details>();
+        $f::<$crate::memory::sda_memory_figures>();
+        $f::<$crate::backend::sda_backend_details>();
+        $f::<$crate::validate::sda_problem>();
+        $f::<$crate::model::sda_model_options>();
+        $f::<$crate::model::sda_model_details>();
+    };
 }

@@ -1,13 +1,17 @@
 //! Memory figures, cache clearing and peak resets of the selected device.
 
 use crate::context::{context_of, sda_context};
+use crate::guard;
+use crate::sized::{self, growable, zeroed_with_size, Out};
 use crate::status::Status;
-use crate::{guard, out};
 
-/// Memory of the selected device, in bytes; the same fields on every device kind.
+/// Memory of the selected device, in bytes; the same fields on every device kind. Initialise it with
+/// `SDA_MEMORY_FIGURES_INIT(&figures)`.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug)]
 pub struct sda_memory_figures {
+    /// `sizeof(sda_memory_figures)` as the caller was compiled; set by `sda_memory_figures_init`.
+    pub struct_size: u32,
     /// Bytes held by live torch tensors (on CPU counted by the backend; 0 while torch is not loaded).
     pub allocated: u64,
     /// Bytes the caching allocator holds (tensors plus cache; equals `allocated` on CPU).
@@ -23,6 +27,27 @@ pub struct sda_memory_figures {
     pub budget: u64,
     /// Resident set size of the whole process.
     pub process_resident: u64,
+    /// Test builds only (`abi-growth-test`): the field a later version might append.
+    #[cfg(feature = "abi-growth-test")]
+    pub abi_growth_test: u32,
+}
+
+growable!(sda_memory_figures {
+    struct_size, allocated, reserved, peak, free, total, budget, process_resident,
+    #[cfg(feature = "abi-growth-test")]
+    abi_growth_test,
+} defaults = {
+    // SAFETY: sda_memory_figures is repr(C) of integers: all-zero bytes are a valid value.
+    unsafe { zeroed_with_size() }
+});
+
+/// Initialises empty memory figures (`struct_size` = `size`, the caller's
+/// `sizeof(sda_memory_figures)`; `SDA_MEMORY_FIGURES_INIT(&figures)` passes it).
+///
+/// Thread safety: [thread-safe], [audio-thread].
+#[no_mangle]
+pub extern "C" fn sda_memory_figures_init(figures: *mut sda_memory_figures, size: usize) -> Status {
+    guard(|| sized::init(figures, size, "figures"))
 }
 
 /// Reads the selected device's memory figures (selecting with the configuration's `hardware.device`
@@ -36,9 +61,10 @@ pub extern "C" fn sda_memory_info(
 ) -> Status {
     guard(|| {
         let context = context_of(context)?;
-        let slot = out(out_figures, "out_figures")?;
+        let slot = Out::new(out_figures, "out_figures")?;
         let m = context.memory_info()?;
-        *slot = sda_memory_figures {
+        slot.write(&sda_memory_figures {
+            struct_size: std::mem::size_of::<sda_memory_figures>() as u32,
             allocated: m.allocated,
             reserved: m.reserved,
             peak: m.peak,
@@ -46,7 +72,9 @@ pub extern "C" fn sda_memory_info(
             total: m.total,
             budget: m.budget,
             process_resident: m.process_resident,
-        };
+            #[cfg(feature = "abi-growth-test")]
+            abi_growth_test: 0,
+        });
         Ok(())
     })
 }

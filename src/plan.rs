@@ -2,9 +2,9 @@
 
 use crate::context::{context_of, sda_context};
 use crate::device::sda_device_kind;
+use crate::sized::{self, growable, zeroed_with_size, Growable, Out};
 use crate::status::Status;
-use crate::{fill_fixed, guard, opt_str_arg, out, write_string};
-use sda_core::error::{Error, Result};
+use crate::{fill_fixed, guard, opt_str_arg, write_string};
 use sda_core::plan::{Launcher, Plan, Strategy, WorkerPlan};
 use std::os::raw::c_char;
 
@@ -36,11 +36,12 @@ pub enum sda_launcher {
     Slurm = 2,
 }
 
-/// The plan of one worker. Get one from `sda_worker_plan_default()` so that `struct_size` is set.
+/// The plan of one worker. Initialise it with `SDA_WORKER_PLAN_INIT(&plan)` so that `struct_size` is
+/// set.
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct sda_worker_plan {
-    /// `sizeof(sda_worker_plan)` as the caller was compiled; set by `sda_worker_plan_default()`.
+    /// `sizeof(sda_worker_plan)` as the caller was compiled; set by `sda_worker_plan_init`.
     pub struct_size: u32,
     /// The strategy in force.
     pub strategy: sda_plan_strategy,
@@ -74,23 +75,34 @@ pub struct sda_worker_plan {
     pub env_count: u32,
     /// Why this strategy and this many workers; NUL-terminated, truncated to fit.
     pub reason: [c_char; 512],
+    /// Test builds only (`abi-growth-test`): the field a later version might append.
+    #[cfg(feature = "abi-growth-test")]
+    pub abi_growth_test: u32,
 }
 
-/// An empty worker plan with `struct_size` set.
-///
-/// Thread safety: [thread-safe], [audio-thread].
-#[no_mangle]
-pub extern "C" fn sda_worker_plan_default() -> sda_worker_plan {
+growable!(sda_worker_plan {
+    struct_size, strategy, kind, index, device, workers, worker_id, gpu_count, rank, local_rank,
+    world_size, master_port, master_addr, distributed_backend, launcher, env_count, reason,
+    #[cfg(feature = "abi-growth-test")]
+    abi_growth_test,
+} defaults = {
     // SAFETY: sda_worker_plan is repr(C) of integers, c_char arrays (0 = empty string) and three
     // enums whose 0 is a variant (sda_plan_strategy Cpu, sda_device_kind Cpu, sda_launcher None):
     // all-zero bytes are a valid value of every field.
-    let mut p: sda_worker_plan = unsafe { std::mem::zeroed() };
-    p.struct_size = std::mem::size_of::<sda_worker_plan>() as u32;
-    p
+    unsafe { zeroed_with_size() }
+});
+
+/// Initialises an empty worker plan (`struct_size` = `size`, the caller's `sizeof(sda_worker_plan)`;
+/// `SDA_WORKER_PLAN_INIT(&plan)` passes it).
+///
+/// Thread safety: [thread-safe], [audio-thread].
+#[no_mangle]
+pub extern "C" fn sda_worker_plan_init(plan: *mut sda_worker_plan, size: usize) -> Status {
+    guard(|| sized::init(plan, size, "plan"))
 }
 
 fn to_c(plan: &Plan, worker: &WorkerPlan) -> sda_worker_plan {
-    let mut p = sda_worker_plan_default();
+    let mut p = sda_worker_plan::defaults();
     p.strategy = match plan.strategy {
         Strategy::SingleGpu => sda_plan_strategy::SingleGpu,
         Strategy::MultiGpu => sda_plan_strategy::MultiGpu,
@@ -138,7 +150,7 @@ fn to_c(plan: &Plan, worker: &WorkerPlan) -> sda_worker_plan {
 /// this node's ranks are placed in the launcher's world, and a job that spans nodes needs
 /// `MASTER_ADDR`.
 ///
-/// `out_plan` (from `sda_worker_plan_default()`) receives the plan. The environment goes into
+/// `out_plan` (initialised by `SDA_WORKER_PLAN_INIT`) receives the plan. The environment goes into
 /// `env_buf` as `NAME=value` lines, each ending in `\n`, NUL-terminated, in a fixed order: for ranks
 /// `RANK`, `LOCAL_RANK`, `WORLD_SIZE`, `LOCAL_WORLD_SIZE`, `MASTER_ADDR`, `MASTER_PORT`, then for every
 /// worker `OMP_NUM_THREADS` (the usable cores shared out, or the process's own `OMP_NUM_THREADS`).
@@ -151,7 +163,7 @@ fn to_c(plan: &Plan, worker: &WorkerPlan) -> sda_worker_plan {
 /// `0 .. workers-1`, a worker count outside the strategy's range (multi_gpu: 1 to the GPU count),
 /// single_gpu or multi_gpu without a CUDA device, and malformed or contradictory launcher variables;
 /// each message names the value and the accepted range. `SDA_ERR_INVALID_ARGUMENT` also when
-/// `out_plan->struct_size` is not `sizeof(sda_worker_plan)`.
+/// `out_plan->struct_size` breaks the header's rule for structs that grow.
 ///
 /// Thread safety: [thread-safe]. Loads no libtorch; the first call in a process initialises the CUDA
 /// driver when one is installed (tens to hundreds of milliseconds).
@@ -169,8 +181,7 @@ pub extern "C" fn sda_plan_workers(
     guard(|| {
         let context = context_of(context)?;
         let strategy = opt_str_arg(strategy, "strategy")?.unwrap_or("auto");
-        let slot = out(out_plan, "out_plan")?;
-        check_size(slot.struct_size)?;
+        let slot = Out::new(out_plan, "out_plan")?;
         let plan = context.plan(strategy, workers)?;
         let worker = plan.worker(worker_id)?;
         let env = worker.env_text();
@@ -183,19 +194,7 @@ pub extern "C" fn sda_plan_workers(
         } else {
             write_string(&env, env_buf, env_capacity, env_needed)?;
         }
-        *slot = to_c(&plan, worker);
+        slot.write(&to_c(&plan, worker));
         Ok(())
     })
-}
-
-fn check_size(size: u32) -> Result<()> {
-    let expected = std::mem::size_of::<sda_worker_plan>();
-    if size as usize == expected {
-        Ok(())
-    } else {
-        Err(Error::invalid_argument(format!(
-            "out_plan->struct_size is {size}, expected {expected}: initialise the plan with \
-             sda_worker_plan_default()"
-        )))
-    }
 }

@@ -2,6 +2,8 @@
 
 use crate::config::{config_of, sda_config};
 use crate::context::{context_of, sda_context};
+use crate::model::{model_for, sda_model};
+use crate::sized::{self, growable, sda_bool, zeroed_with_size, Growable, Out};
 use crate::status::Status;
 use crate::workload::{read_workload, sda_workload};
 use crate::{callback_result, errors_stored, guard};
@@ -42,16 +44,20 @@ impl From<StopReason> for sda_probe_stop {
 pub type sda_probe_workload_callback =
     Option<unsafe extern "C" fn(user_data: *mut c_void, batch: u32) -> i32>;
 
-/// Progress of a probe after each run; valid only during the call.
+/// Progress of a probe after each run; valid only during the call. libsda fills it: `struct_size` is
+/// the library's `sizeof(sda_probe_progress)`, and a callback reads only the fields that lie within
+/// it (a program built against a newer header may meet an older library, with fewer fields).
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct sda_probe_progress {
+    /// `sizeof(sda_probe_progress)` as the library was compiled.
+    pub struct_size: u32,
     /// Batch of the run that just finished.
     pub batch: u32,
-    /// The run completed.
-    pub ok: bool,
-    /// The run ran out of memory.
-    pub oom: bool,
+    /// 1 when the run completed, else 0.
+    pub ok: sda_bool,
+    /// 1 when the run ran out of memory, else 0.
+    pub oom: sda_bool,
     /// Peak bytes the run used above what was allocated before it.
     pub peak_bytes: u64,
     /// What the fitted line predicted for this batch (0 for the measuring runs).
@@ -64,7 +70,20 @@ pub struct sda_probe_progress {
     pub best_batch: u32,
     /// The budget in bytes.
     pub budget_bytes: u64,
+    /// Test builds only (`abi-growth-test`): the field a later version might append.
+    #[cfg(feature = "abi-growth-test")]
+    pub abi_growth_test: u32,
 }
+
+growable!(sda_probe_progress {
+    struct_size, batch, ok, oom, peak_bytes, predicted_bytes, elapsed_ms, runs, best_batch,
+    budget_bytes,
+    #[cfg(feature = "abi-growth-test")]
+    abi_growth_test,
+} defaults = {
+    // SAFETY: sda_probe_progress is repr(C) of integers, sda_bool and an f64: all-zero bytes are valid.
+    unsafe { zeroed_with_size() }
+});
 
 /// The progress callback: return `true` to go on, `false` to cancel the probe (it then returns
 /// `SDA_ERR_CANCELLED` after the current run).
@@ -72,11 +91,12 @@ pub type sda_probe_progress_callback = Option<
     unsafe extern "C" fn(user_data: *mut c_void, progress: *const sda_probe_progress) -> bool,
 >;
 
-/// Options of `sda_probe_batch`; get them from `sda_probe_options_default()`, then change fields.
+/// Options of `sda_probe_batch`. Initialise them with `SDA_PROBE_OPTIONS_INIT(&options)` (or
+/// `sda_probe_options_init(&options, sizeof options)`), then change fields.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct sda_probe_options {
-    /// `sizeof(sda_probe_options)` as the caller was compiled; set by `sda_probe_options_default()`.
+    /// `sizeof(sda_probe_options)` as the caller was compiled; set by `sda_probe_options_init`.
     pub struct_size: u32,
     /// Smallest batch (default 1).
     pub min_batch: u32,
@@ -103,47 +123,22 @@ pub struct sda_probe_options {
     /// When not NULL, the recommended batch is stored in this configuration's
     /// `hardware.max_batch_size` (save the configuration to keep it). Default NULL.
     pub save_to: *mut sda_config,
+    /// A loaded model (`sda_model_load`) to probe instead of the built-in workload (default NULL).
+    /// It must have been loaded with the probe's context, on the device the context selects; each
+    /// run's peak includes the model's resident bytes. Setting it together with `workload` or
+    /// `custom_workload` is `SDA_ERR_INVALID_ARGUMENT`.
+    pub model: *const sda_model,
+    /// Test builds only (`abi-growth-test`): the field a later version might append.
+    #[cfg(feature = "abi-growth-test")]
+    pub abi_growth_test: u32,
 }
 
-/// What a probe found.
-#[repr(C)]
-#[derive(Clone, Copy, Debug)]
-pub struct sda_probe_result {
-    /// `sizeof(sda_probe_result)` as the caller was compiled; set by `sda_probe_result_default()`.
-    pub struct_size: u32,
-    /// The largest batch that ran successfully within the budget (0 when none did).
-    pub max_batch: u32,
-    /// The batch to use: predicted to peak below `budget − margin`, never above `max_batch`.
-    pub recommended_batch: u32,
-    /// Workload runs, the measuring runs included.
-    pub runs: u32,
-    /// Runs that ran out of memory.
-    pub oom_runs: u32,
-    /// Why the search stopped.
-    pub stop: sda_probe_stop,
-    /// `max_batch` is the configured ceiling, not the memory limit: the true maximum may be higher.
-    pub capped: bool,
-    /// Fitted bytes that do not depend on the batch.
-    pub fixed_bytes: f64,
-    /// Fitted bytes per sample.
-    pub per_sample_bytes: f64,
-    /// What the fit predicted for `max_batch`.
-    pub predicted_peak_bytes: u64,
-    /// What `max_batch` measured.
-    pub measured_peak_bytes: u64,
-    /// The budget searched against.
-    pub budget_bytes: u64,
-    /// The margin kept below the budget for `recommended_batch`.
-    pub margin_bytes: u64,
-    /// Wall time of the probe in milliseconds.
-    pub elapsed_ms: f64,
-}
-
-/// Default probe options (`struct_size` set; built-in workload; strategy budget; 5 % margin).
-///
-/// Thread safety: [thread-safe], [audio-thread].
-#[no_mangle]
-pub extern "C" fn sda_probe_options_default() -> sda_probe_options {
+growable!(sda_probe_options {
+    struct_size, min_batch, max_batch, max_runs, budget_bytes, margin_bytes, workload,
+    custom_workload, workload_user_data, progress, progress_user_data, save_to, model,
+    #[cfg(feature = "abi-growth-test")]
+    abi_growth_test,
+} defaults = {
     let d = ProbeOptions::default();
     sda_probe_options {
         struct_size: std::mem::size_of::<sda_probe_options>() as u32,
@@ -158,40 +153,79 @@ pub extern "C" fn sda_probe_options_default() -> sda_probe_options {
         progress: None,
         progress_user_data: std::ptr::null_mut(),
         save_to: std::ptr::null_mut(),
+        model: std::ptr::null(),
+        #[cfg(feature = "abi-growth-test")]
+        abi_growth_test: 0,
     }
+});
+
+/// What a probe found. Initialise it with `SDA_PROBE_RESULT_INIT(&result)`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct sda_probe_result {
+    /// `sizeof(sda_probe_result)` as the caller was compiled; set by `sda_probe_result_init`.
+    pub struct_size: u32,
+    /// The largest batch that ran successfully within the budget (0 when none did).
+    pub max_batch: u32,
+    /// The batch to use: predicted to peak below `budget − margin`, never above `max_batch`.
+    pub recommended_batch: u32,
+    /// Workload runs, the measuring runs included.
+    pub runs: u32,
+    /// Runs that ran out of memory.
+    pub oom_runs: u32,
+    /// Why the search stopped.
+    pub stop: sda_probe_stop,
+    /// 1 when `max_batch` is the configured ceiling, not the memory limit: the true maximum may be
+    /// higher.
+    pub capped: sda_bool,
+    /// Fitted bytes that do not depend on the batch.
+    pub fixed_bytes: f64,
+    /// Fitted bytes per sample.
+    pub per_sample_bytes: f64,
+    /// What the fit predicted for `max_batch`.
+    pub predicted_peak_bytes: u64,
+    /// What `max_batch` measured.
+    pub measured_peak_bytes: u64,
+    /// The budget searched against.
+    pub budget_bytes: u64,
+    /// The margin kept below the budget for `recommended_batch`.
+    pub margin_bytes: u64,
+    /// Wall time of the probe in milliseconds.
+    pub elapsed_ms: f64,
+    /// Test builds only (`abi-growth-test`): the field a later version might append.
+    #[cfg(feature = "abi-growth-test")]
+    pub abi_growth_test: u32,
 }
 
-/// An empty result with `struct_size` set.
+growable!(sda_probe_result {
+    struct_size, max_batch, recommended_batch, runs, oom_runs, stop, capped, fixed_bytes,
+    per_sample_bytes, predicted_peak_bytes, measured_peak_bytes, budget_bytes, margin_bytes,
+    elapsed_ms,
+    #[cfg(feature = "abi-growth-test")]
+    abi_growth_test,
+} defaults = {
+    // SAFETY: sda_probe_result is repr(C) of integers, sda_bool, f64s and `stop`, an sda_probe_stop
+    // whose 0 is Budget: all-zero bytes are a valid value of every field.
+    unsafe { zeroed_with_size() }
+});
+
+/// Initialises probe options with the library's defaults: the built-in workload, batches 1 to
+/// 65536, at most 8 runs, the strategy's budget, a 5 % margin. `size` is the caller's
+/// `sizeof(sda_probe_options)` (`SDA_PROBE_OPTIONS_INIT(&options)` passes it).
 ///
 /// Thread safety: [thread-safe], [audio-thread].
 #[no_mangle]
-pub extern "C" fn sda_probe_result_default() -> sda_probe_result {
-    sda_probe_result {
-        struct_size: std::mem::size_of::<sda_probe_result>() as u32,
-        max_batch: 0,
-        recommended_batch: 0,
-        runs: 0,
-        oom_runs: 0,
-        stop: sda_probe_stop::Budget,
-        capped: false,
-        fixed_bytes: 0.0,
-        per_sample_bytes: 0.0,
-        predicted_peak_bytes: 0,
-        measured_peak_bytes: 0,
-        budget_bytes: 0,
-        margin_bytes: 0,
-        elapsed_ms: 0.0,
-    }
+pub extern "C" fn sda_probe_options_init(options: *mut sda_probe_options, size: usize) -> Status {
+    guard(|| sized::init(options, size, "options"))
 }
 
-fn check_size(what: &str, size: u32, expected: usize, init: &str) -> Result<()> {
-    if size as usize == expected {
-        Ok(())
-    } else {
-        Err(Error::invalid_argument(format!(
-            "{what}->struct_size is {size}, expected {expected}: initialise it with {init}()"
-        )))
-    }
+/// Initialises an empty probe result (`struct_size` = `size`, the caller's
+/// `sizeof(sda_probe_result)`; `SDA_PROBE_RESULT_INIT(&result)` passes it).
+///
+/// Thread safety: [thread-safe], [audio-thread].
+#[no_mangle]
+pub extern "C" fn sda_probe_result_init(result: *mut sda_probe_result, size: usize) -> Status {
+    guard(|| sized::init(result, size, "result"))
 }
 
 /// Finds the largest batch of a workload that fits the memory budget on the context's selected
@@ -200,6 +234,11 @@ fn check_size(what: &str, size: u32, expected: usize, init: &str) -> Result<()> 
 /// linear. The answer is always a batch that ran successfully within the budget; on the CPU every run
 /// but the measuring ones is predicted to fit before it starts, so the Linux OOM killer is never part
 /// of the search. Reaching `max_batch` is reported as `capped`, not as a maximum.
+///
+/// The workload is the built-in conv1d (`options->workload`), the host's callback
+/// (`options->custom_workload`) or a loaded model file (`options->model`); a model that accepts only
+/// its traced batch, or rejects its input, ends the probe with `SDA_ERR_INVALID_ARGUMENT`, not as
+/// out of memory.
 ///
 /// `options` may be NULL (defaults). `out_result` is written on success. Errors:
 /// `SDA_ERR_CANCELLED` (the progress callback returned false), `SDA_ERR_BACKEND_UNAVAILABLE` (the
@@ -215,28 +254,23 @@ pub extern "C" fn sda_probe_batch(
 ) -> Status {
     guard(|| {
         let context = context_of(context)?;
-        let defaults = sda_probe_options_default();
-        // SAFETY: `as_ref` turns NULL into None (the defaults). A non-null `options` is documented as
-        // options from sda_probe_options_default(), readable and alive for the whole call; struct_size
-        // is checked right below before the other fields are used.
-        let o = unsafe { options.as_ref() }.unwrap_or(&defaults);
-        check_size(
-            "options",
-            o.struct_size,
-            std::mem::size_of::<sda_probe_options>(),
-            "sda_probe_options_default",
-        )?;
-        // SAFETY: `as_mut` turns NULL into None (SDA_ERR_NULL_POINTER). A non-null `out_result` is
-        // the caller's writable sda_probe_result from sda_probe_result_default(), alive for the call,
-        // and libsda holds no other reference to it.
-        let result_slot = unsafe { out_result.as_mut() }
-            .ok_or_else(|| Error::null_pointer("out_result is NULL".into()))?;
-        check_size(
-            "out_result",
-            result_slot.struct_size,
-            std::mem::size_of::<sda_probe_result>(),
-            "sda_probe_result_default",
-        )?;
+        let o = sized::read_input(options, "options")?.unwrap_or_else(sda_probe_options::defaults);
+        let result_slot = Out::new(out_result, "out_result")?;
+        let model = if o.model.is_null() {
+            None
+        } else {
+            if o.custom_workload.is_some() || !o.workload.is_null() {
+                return Err(Error::invalid_argument(format!(
+                    "options->model is set together with options->{}: set one workload",
+                    if o.custom_workload.is_some() {
+                        "custom_workload"
+                    } else {
+                        "workload"
+                    }
+                )));
+            }
+            Some(model_for(&context, o.model, "options->model")?)
+        };
         let save_to = if o.save_to.is_null() {
             None
         } else {
@@ -259,15 +293,18 @@ pub extern "C" fn sda_probe_batch(
             let data = o.progress_user_data;
             move |p: &ProbeProgress| -> bool {
                 let c = sda_probe_progress {
+                    struct_size: std::mem::size_of::<sda_probe_progress>() as u32,
                     batch: p.trial.batch,
-                    ok: p.trial.ok,
-                    oom: p.trial.oom,
+                    ok: p.trial.ok.into(),
+                    oom: p.trial.oom.into(),
                     peak_bytes: p.trial.peak_bytes,
                     predicted_bytes: p.trial.predicted_bytes,
                     elapsed_ms: p.trial.elapsed.as_secs_f64() * 1000.0,
                     runs: p.runs,
                     best_batch: p.best_batch,
                     budget_bytes: p.budget_bytes,
+                    #[cfg(feature = "abi-growth-test")]
+                    abi_growth_test: 0,
                 };
                 // SAFETY: `cb` and `data` are options->progress and options->progress_user_data, set
                 // together by the host for this probe and called on this thread during it. `&c` points
@@ -276,9 +313,10 @@ pub extern "C" fn sda_probe_batch(
                 unsafe { cb(data, &c) }
             }
         });
-        let workload = match custom.as_mut() {
-            Some(f) => ProbeWorkload::Custom(f),
-            None => ProbeWorkload::Builtin(read_workload(o.workload)?),
+        let workload = match (custom.as_mut(), &model) {
+            (Some(f), _) => ProbeWorkload::Custom(f),
+            (None, Some(m)) => ProbeWorkload::Model(m.loaded()),
+            (None, None) => ProbeWorkload::Builtin(read_workload(o.workload, "options->workload")?),
         };
         let result = probe::probe(
             &context,
@@ -300,14 +338,14 @@ pub extern "C" fn sda_probe_batch(
             let mut config = config.write().unwrap_or_else(|e| e.into_inner());
             probe::save_to_config(&mut config, &result)?;
         }
-        *result_slot = sda_probe_result {
-            struct_size: result_slot.struct_size,
+        result_slot.write(&sda_probe_result {
+            struct_size: std::mem::size_of::<sda_probe_result>() as u32,
             max_batch: result.max_batch,
             recommended_batch: result.recommended_batch,
             runs: result.runs,
             oom_runs: result.oom_runs,
             stop: result.stop.into(),
-            capped: result.capped,
+            capped: result.capped.into(),
             fixed_bytes: result.fixed_bytes,
             per_sample_bytes: result.per_sample_bytes,
             predicted_peak_bytes: result.predicted_peak_bytes,
@@ -315,7 +353,9 @@ pub extern "C" fn sda_probe_batch(
             budget_bytes: result.budget_bytes,
             margin_bytes: result.margin_bytes,
             elapsed_ms: result.elapsed.as_secs_f64() * 1000.0,
-        };
+            #[cfg(feature = "abi-growth-test")]
+            abi_growth_test: 0,
+        });
         Ok(())
     })
 }

@@ -1,8 +1,9 @@
 //! Environment validation for C hosts: `sda_validate_environment`.
 
 use crate::context::{context_of, sda_context};
+use crate::sized::{self, growable, write_array, zeroed_with_size, Growable};
 use crate::status::Status;
-use crate::{fill_fixed, guard, out, write_array};
+use crate::{fill_fixed, guard, out};
 use sda_core::validate::{self, Problem, Severity, ValidateOptions};
 use std::os::raw::c_char;
 
@@ -20,10 +21,13 @@ pub enum sda_severity {
     Error = 2,
 }
 
-/// One finding of `sda_validate_environment`.
+/// One finding of `sda_validate_environment`. Initialise the first entry of the array with
+/// `SDA_PROBLEM_INIT(&problems[0])`.
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct sda_problem {
+    /// `sizeof(sda_problem)` as the caller was compiled; set by `sda_problem_init`.
+    pub struct_size: u32,
     /// How bad it is.
     pub severity: sda_severity,
     /// Stable identifier (`cuda.no_driver`, `paths.not_writable`, ...), NUL-terminated.
@@ -32,12 +36,31 @@ pub struct sda_problem {
     pub message: [c_char; 1024],
     /// What to do about it, NUL-terminated, truncated to fit.
     pub fix: [c_char; 512],
+    /// Test builds only (`abi-growth-test`): the field a later version might append.
+    #[cfg(feature = "abi-growth-test")]
+    pub abi_growth_test: u32,
+}
+
+growable!(sda_problem { struct_size, severity, code, message, fix,
+    #[cfg(feature = "abi-growth-test")]
+    abi_growth_test,
+} defaults = {
+    // SAFETY: sda_problem is repr(C) of `struct_size`, `severity` (an sda_severity whose 0 is Info)
+    // and c_char arrays (0 = empty string): all-zero bytes are a valid value.
+    unsafe { zeroed_with_size() }
+});
+
+/// Initialises an empty problem (`struct_size` = `size`, the caller's `sizeof(sda_problem)`;
+/// `SDA_PROBLEM_INIT(&problem)` passes it).
+///
+/// Thread safety: [thread-safe], [audio-thread].
+#[no_mangle]
+pub extern "C" fn sda_problem_init(problem: *mut sda_problem, size: usize) -> Status {
+    guard(|| sized::init(problem, size, "problem"))
 }
 
 fn to_c(p: &Problem) -> sda_problem {
-    // SAFETY: sda_problem is repr(C) of `severity`, an sda_severity whose 0 is Info, and c_char
-    // arrays (0 = empty string): all-zero bytes are a valid value.
-    let mut c: sda_problem = unsafe { std::mem::zeroed() };
+    let mut c = sda_problem::defaults();
     c.severity = match p.severity {
         Severity::Info => sda_severity::Info,
         Severity::Warning => sda_severity::Warning,
@@ -62,8 +85,9 @@ fn to_c(p: &Problem) -> sda_problem {
 /// libtorch's start-up once per process, with the configuration's `[environment]` applied first, as
 /// any first torch work would); `false` checks only that the module file exists.
 ///
-/// `out_problems` is an array of `capacity` entries (may be NULL when `capacity` is 0). `*count`
-/// always receives the number of problems; when `capacity` is smaller the call returns
+/// `out_problems` is an array of `capacity` entries (may be NULL when `capacity` is 0) whose first
+/// entry is initialised (`SDA_PROBLEM_INIT(&out_problems[0])`): its `struct_size` is the array's
+/// stride. `*count` always receives the number of problems; when `capacity` is smaller the call returns
 /// `SDA_ERR_BUFFER_TOO_SMALL` and writes no entry. Problems are not failures: the call returns
 /// `SDA_OK` whatever it finds.
 ///

@@ -2,16 +2,18 @@
 
 use crate::context::{context_of, sda_context};
 use crate::guard;
+use crate::sized::{self, check_bool, growable, sda_bool};
 use crate::status::Status;
-use sda_core::error::{Error, Result};
+use sda_core::error::Result;
 use sda_core::workload::Workload;
 
 /// Shape of the built-in workload (the seeds' benchmark): conv1d over `[batch, channels,
-/// sample_length]` fp32. Get it from `sda_workload_default()`, then change fields.
+/// sample_length]` fp32. Initialise it with `SDA_WORKLOAD_INIT(&workload)` (or
+/// `sda_workload_init(&workload, sizeof workload)`), then change fields.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct sda_workload {
-    /// `sizeof(sda_workload)` as the caller was compiled; set by `sda_workload_default()`.
+    /// `sizeof(sda_workload)` as the caller was compiled; set by `sda_workload_init`.
     pub struct_size: u32,
     /// Input channels per sample (default 1, mono).
     pub channels: u32,
@@ -23,15 +25,18 @@ pub struct sda_workload {
     pub kernel_size: u32,
     /// Zero padding on each side (default 512).
     pub padding: u32,
-    /// Also run a backward pass, as training does (default false: inference).
-    pub with_backward: bool,
+    /// 1: also run a backward pass, as training does; 0 (default): inference.
+    pub with_backward: sda_bool,
+    /// Test builds only (`abi-growth-test`): the field a later version might append.
+    #[cfg(feature = "abi-growth-test")]
+    pub abi_growth_test: u32,
 }
 
-/// The seeds' workload: 1 × 48000 input, 16 filters of 1024, padding 512, forward only.
-///
-/// Thread safety: [thread-safe], [audio-thread].
-#[no_mangle]
-pub extern "C" fn sda_workload_default() -> sda_workload {
+growable!(sda_workload {
+    struct_size, channels, sample_length, out_channels, kernel_size, padding, with_backward,
+    #[cfg(feature = "abi-growth-test")]
+    abi_growth_test,
+} defaults = {
     let d = Workload::default();
     sda_workload {
         struct_size: std::mem::size_of::<sda_workload>() as u32,
@@ -40,32 +45,34 @@ pub extern "C" fn sda_workload_default() -> sda_workload {
         out_channels: d.out_channels,
         kernel_size: d.kernel_size,
         padding: d.padding,
-        with_backward: d.with_backward,
+        with_backward: d.with_backward.into(),
+        #[cfg(feature = "abi-growth-test")]
+        abi_growth_test: 0,
     }
+}, check = |w| check_bool(w.with_backward, "sda_workload", "with_backward").map(|_| ()));
+
+/// Initialises a workload with the seeds' shape: 1 × 48000 input, 16 filters of 1024, padding 512,
+/// forward only. `size` is the caller's `sizeof(sda_workload)` (`SDA_WORKLOAD_INIT(&workload)`
+/// passes it).
+///
+/// Thread safety: [thread-safe], [audio-thread].
+#[no_mangle]
+pub extern "C" fn sda_workload_init(workload: *mut sda_workload, size: usize) -> Status {
+    guard(|| sized::init(workload, size, "workload"))
 }
 
-/// Reads a workload pointer (NULL = the default).
-pub(crate) fn read_workload(workload: *const sda_workload) -> Result<Workload> {
-    // SAFETY: `as_ref` turns NULL into None (the default workload). A non-null `workload` is
-    // documented (sda_run_workload, sda_probe_options.workload) as an sda_workload from
-    // sda_workload_default(), readable and alive during the call; only copies of its fields are kept.
-    let Some(w) = (unsafe { workload.as_ref() }) else {
+/// Reads a workload pointer (NULL = the default); `arg` names it in messages.
+pub(crate) fn read_workload(workload: *const sda_workload, arg: &str) -> Result<Workload> {
+    let Some(w) = sized::read_input(workload, arg)? else {
         return Ok(Workload::default());
     };
-    if w.struct_size as usize != std::mem::size_of::<sda_workload>() {
-        return Err(Error::invalid_argument(format!(
-            "workload->struct_size is {}, expected {}: initialise it with sda_workload_default()",
-            w.struct_size,
-            std::mem::size_of::<sda_workload>()
-        )));
-    }
     Ok(Workload {
         channels: w.channels,
         sample_length: w.sample_length,
         out_channels: w.out_channels,
         kernel_size: w.kernel_size,
         padding: w.padding,
-        with_backward: w.with_backward,
+        with_backward: w.with_backward == 1,
     })
 }
 
@@ -83,6 +90,6 @@ pub extern "C" fn sda_run_workload(
 ) -> Status {
     guard(|| {
         let context = context_of(context)?;
-        read_workload(workload)?.run(&context, batch)
+        read_workload(workload, "workload")?.run(&context, batch)
     })
 }

@@ -26,9 +26,7 @@ fn new_context() -> *mut sda_context {
 
 fn select(ctx: *mut sda_context, preference: &str) -> sda_selection {
     let preference = CString::new(preference).unwrap();
-    // SAFETY: all-zero bytes are a valid sda_selection (integers, an enum whose 0 is a variant, a
-    // bool false, empty strings); it is only an out-parameter here.
-    let mut selection: sda_selection = unsafe { std::mem::zeroed() };
+    let mut selection: sda_selection = sda::sized::initialised(sda::device::sda_selection_init);
     assert_eq!(
         sda_select_device(ctx, preference.as_ptr(), &mut selection),
         Status::SDA_OK,
@@ -59,12 +57,12 @@ fn a_report_that_did_not_fit_is_not_served_after_the_context_selected_again() {
     let ctx = new_context();
     // MPS does not exist on Linux: the selection falls back and the report says so.
     let fell_back = select(ctx, "mps");
-    assert!(fell_back.fell_back);
+    assert_eq!(fell_back.fell_back, 1);
     let (status, _, needed) = report(ctx, 0);
     assert_eq!(status, Status::SDA_ERR_BUFFER_TOO_SMALL);
     // Now the context is on the CPU by choice: a report of the old selection would be stale.
     let plain = select(ctx, "cpu");
-    assert!(!plain.fell_back);
+    assert_eq!(plain.fell_back, 0);
     let (status, text, _) = report(ctx, needed + 4096);
     assert_eq!(status, Status::SDA_OK, "{}", last_error());
     assert!(

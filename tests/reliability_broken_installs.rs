@@ -27,7 +27,7 @@ use sda::context::{sda_context_free, sda_context_new};
 use sda::device::{
     sda_device_details, sda_device_info, sda_list_devices, sda_select_device, sda_selection,
 };
-use sda::guarded_run::{sda_guarded_run, sda_run_report_default};
+use sda::guarded_run::{sda_guarded_run, sda_run_report_init};
 use sda::memory::{sda_memory_figures, sda_memory_info};
 use sda::report::sda_report;
 use sda::status::sda_last_error_message;
@@ -75,11 +75,10 @@ fn child() {
     println!("MESSAGE {}", message.replace('\n', " "));
     assert_eq!(first, Status::SDA_ERR_BACKEND_UNAVAILABLE, "{message}");
     assert_eq!(sda_backend_load(ctx), Status::SDA_ERR_BACKEND_UNAVAILABLE);
-    // SAFETY: sda_backend_details is repr(C) of two bools and c_char arrays, for which all-zero bytes
-    // are valid (false, empty strings).
-    let mut details: sda_backend_details = unsafe { std::mem::zeroed() };
+    let mut details: sda_backend_details =
+        sda::sized::initialised(sda::backend::sda_backend_details_init);
     assert_eq!(sda_backend_info(&mut details), Status::SDA_OK);
-    assert!(!details.loaded);
+    assert_eq!(details.loaded, 0);
 
     // Torch work says why it cannot run.
     assert_eq!(
@@ -88,32 +87,27 @@ fn child() {
     );
 
     // The core keeps working.
-    // SAFETY: sda_selection is repr(C) of `kind` (an sda_device_kind whose 0 is Cpu), an i32, a bool
-    // and c_char arrays (zero = empty string): all-zero bytes are a valid value.
-    let mut sel: sda_selection = unsafe { std::mem::zeroed() };
+    let mut sel: sda_selection = sda::sized::initialised(sda::device::sda_selection_init);
     assert_eq!(
         sda_select_device(ctx, c"cpu".as_ptr(), &mut sel),
         Status::SDA_OK
     );
     assert_eq!(cstr(sel.device.as_ptr()), "cpu");
-    // SAFETY: sda_device_details is repr(C) of `kind` (an sda_device_kind whose 0 is Cpu), integers,
-    // bools and c_char arrays (zero = empty string): all-zero bytes are a valid value.
-    let mut d: sda_device_details = unsafe { std::mem::zeroed() };
+    let mut d: sda_device_details = sda::sized::initialised(sda::device::sda_device_details_init);
     assert_eq!(sda_device_info(ctx, &mut d), Status::SDA_OK);
     assert!(d.memory_total > 0);
-    let mut m = sda_memory_figures::default();
+    let mut m: sda_memory_figures = sda::sized::initialised(sda::memory::sda_memory_figures_init);
     assert_eq!(sda_memory_info(ctx, &mut m), Status::SDA_OK);
     assert!(m.total > 0 && m.budget > 0);
-    // SAFETY: an array of sda_device_details, which is valid all-zero (see `d` above); the array
-    // adds no padding or invariant of its own.
-    let mut devices: [sda_device_details; 8] = unsafe { std::mem::zeroed() };
+    let mut devices: [sda_device_details; 8] =
+        [sda::sized::initialised(sda::device::sda_device_details_init); 8];
     let mut count = 0;
     assert_eq!(
         sda_list_devices(ctx, devices.as_mut_ptr(), 8, &mut count),
         Status::SDA_OK
     );
     assert!(count >= 1);
-    let mut report = sda_run_report_default();
+    let mut report = sda::sized::initialised(sda_run_report_init);
     assert_eq!(
         sda_guarded_run(
             ctx,
@@ -124,7 +118,7 @@ fn child() {
         ),
         Status::SDA_OK
     );
-    assert!(!report.measured, "no backend, nothing measured");
+    assert_eq!(report.measured, 0, "no backend, nothing measured");
     assert_eq!(
         sda_config_set(config, c"hardware.max_batch_size".as_ptr(), c"64".as_ptr()),
         Status::SDA_OK
@@ -150,9 +144,8 @@ fn child() {
         Status::SDA_OK
     );
     // Validation lists the broken backend as an error, with its fix.
-    // SAFETY: sda_problem is repr(C) of `severity`, an sda_severity whose 0 is Info, and c_char
-    // arrays (zero = empty string): all-zero bytes are a valid sda_problem.
-    let mut problems: Vec<sda_problem> = vec![unsafe { std::mem::zeroed() }; 32];
+    let mut problems: Vec<sda_problem> =
+        vec![sda::sized::initialised(sda::validate::sda_problem_init); 32];
     let mut n = 0;
     assert_eq!(
         sda_validate_environment(ctx, true, problems.as_mut_ptr(), 32, &mut n),

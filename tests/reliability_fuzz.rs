@@ -24,6 +24,7 @@
 mod reliability_support;
 
 use reliability_support::{self as rs, Rng};
+use sda::backend::sda_backend_details_init;
 use sda::backend::{sda_backend_details, sda_backend_info, sda_backend_load};
 use sda::classify::sda_classify_error;
 use sda::config::{
@@ -32,27 +33,34 @@ use sda::config::{
 };
 use sda::context::{sda_context, sda_context_free, sda_context_new};
 use sda::device::{
-    sda_device_details, sda_device_info, sda_device_kind_str, sda_list_devices, sda_select_device,
-    sda_selection,
+    sda_device_details, sda_device_details_init, sda_device_info, sda_device_kind_str,
+    sda_list_devices, sda_select_device, sda_selection, sda_selection_init,
 };
 use sda::guarded_run::{
-    sda_guard_options, sda_guard_options_default, sda_guarded_run, sda_guarded_run_batched,
-    sda_run_report, sda_run_report_default,
+    sda_guard_options, sda_guard_options_init, sda_guarded_run, sda_guarded_run_batched,
+    sda_run_report, sda_run_report_init,
 };
 use sda::log::sda_log_level;
 use sda::log::sda_set_log_callback;
-use sda::memory::{sda_clear_cache, sda_memory_figures, sda_memory_info, sda_reset_peak};
-use sda::plan::{sda_plan_workers, sda_worker_plan_default};
-use sda::probe::{
-    sda_probe_batch, sda_probe_options_default, sda_probe_progress, sda_probe_result_default,
+use sda::memory::{
+    sda_clear_cache, sda_memory_figures, sda_memory_figures_init, sda_memory_info, sda_reset_peak,
 };
-use sda::recommend::{sda_recommend, sda_recommendation_default};
+use sda::model::{
+    sda_guarded_run_model, sda_model, sda_model_details, sda_model_details_init, sda_model_free,
+    sda_model_info, sda_model_load, sda_model_options, sda_model_options_init, sda_model_run,
+};
+use sda::plan::{sda_plan_workers, sda_worker_plan_init};
+use sda::probe::{
+    sda_probe_batch, sda_probe_options_init, sda_probe_progress, sda_probe_result_init,
+};
+use sda::recommend::{sda_recommend, sda_recommendation_init};
 use sda::report::{sda_report, sda_report_json};
+use sda::sized::{initialised, Growable};
 use sda::status::Status;
 use sda::status::{sda_last_error_message, sda_set_error_message, sda_status_str, sda_version};
 use sda::test_hooks::sda_debug_force_panic;
-use sda::validate::{sda_problem, sda_severity_str, sda_validate_environment};
-use sda::workload::{sda_run_workload, sda_workload, sda_workload_default};
+use sda::validate::{sda_problem, sda_problem_init, sda_severity_str, sda_validate_environment};
+use sda::workload::{sda_run_workload, sda_workload, sda_workload_init};
 use sda_testkit::{ChildRun, MIB};
 use std::collections::BTreeMap;
 use std::ffi::{c_void, CStr, CString};
@@ -84,20 +92,20 @@ const EXPORTS: &[&str] = &[
     "sda_device_info",
     "sda_list_devices",
     "sda_device_kind_str",
-    "sda_guard_options_default",
-    "sda_run_report_default",
+    "sda_guard_options_init",
+    "sda_run_report_init",
     "sda_guarded_run",
     "sda_guarded_run_batched",
     "sda_set_log_callback",
     "sda_memory_info",
     "sda_clear_cache",
     "sda_reset_peak",
-    "sda_worker_plan_default",
+    "sda_worker_plan_init",
     "sda_plan_workers",
-    "sda_probe_options_default",
-    "sda_probe_result_default",
+    "sda_probe_options_init",
+    "sda_probe_result_init",
     "sda_probe_batch",
-    "sda_recommendation_default",
+    "sda_recommendation_init",
     "sda_recommend",
     "sda_report",
     "sda_report_json",
@@ -107,8 +115,20 @@ const EXPORTS: &[&str] = &[
     "sda_version",
     "sda_validate_environment",
     "sda_severity_str",
-    "sda_workload_default",
+    "sda_workload_init",
+    "sda_selection_init",
+    "sda_device_details_init",
+    "sda_memory_figures_init",
+    "sda_backend_details_init",
+    "sda_problem_init",
     "sda_run_workload",
+    "sda_model_options_init",
+    "sda_model_details_init",
+    "sda_model_load",
+    "sda_model_free",
+    "sda_model_run",
+    "sda_model_info",
+    "sda_guarded_run_model",
 ];
 
 /// The functions the header declares.
@@ -244,6 +264,11 @@ struct Fuzz {
     contexts: Vec<*mut sda_context>,
     dead_configs: Vec<*mut sda_config>,
     dead_contexts: Vec<*mut sda_context>,
+    /// Live models and the context each was loaded with (perhaps freed since).
+    models: Vec<(*mut sda_model, *mut sda_context)>,
+    dead_models: Vec<*mut sda_model>,
+    /// The model files written at start-up (empty when no Python with torch is at hand).
+    model_files: Vec<String>,
     calls: BTreeMap<&'static str, u64>,
     time: BTreeMap<&'static str, Duration>,
     current: Option<(&'static str, Instant)>,
@@ -439,6 +464,9 @@ fn child() {
         contexts: Vec::new(),
         dead_configs: Vec::new(),
         dead_contexts: Vec::new(),
+        models: Vec::new(),
+        dead_models: Vec::new(),
+        model_files: Vec::new(),
         calls: BTreeMap::new(),
         time: BTreeMap::new(),
         current: None,
@@ -463,10 +491,31 @@ fn child() {
     let backend = sda_backend_load(context);
     println!("backend: {} {}", backend.name(), last_error());
     if backend == Status::SDA_OK {
-        let mut w = sda_workload_default();
+        let mut w: sda_workload = initialised(sda_workload_init);
         w.sample_length = 64;
         w.kernel_size = 4;
         assert_eq!(sda_run_workload(context, &w, 4), Status::SDA_OK);
+    }
+    f.write_model_files();
+    if backend == Status::SDA_OK {
+        // A model loaded and run before the limit: the TorchScript interpreter's start-up is mapped.
+        if let Some(conv) = f.model_files.first().cloned() {
+            let path = CString::new(conv).unwrap();
+            let shape = [2u64, 64];
+            let mut o: sda_model_options = initialised(sda_model_options_init);
+            o.path = path.as_ptr();
+            o.input_shape = shape.as_ptr();
+            o.input_rank = 2;
+            let mut model = std::ptr::null_mut();
+            assert_eq!(
+                sda_model_load(context, &o, &mut model),
+                Status::SDA_OK,
+                "{}",
+                last_error()
+            );
+            assert_eq!(sda_model_run(model, 2), Status::SDA_OK, "{}", last_error());
+            f.models.push((model, context));
+        }
     }
     f.default_toml = f.to_string_of(config);
     f.configs.push(config);
@@ -484,6 +533,10 @@ fn child() {
         }
     }
     // Everything still live is freed once, and a second time is refused.
+    for (m, _) in std::mem::take(&mut f.models) {
+        assert_eq!(sda_model_free(m), Status::SDA_OK);
+        assert_eq!(sda_model_free(m), Status::SDA_ERR_INVALID_HANDLE);
+    }
     for c in std::mem::take(&mut f.contexts) {
         assert_eq!(sda_context_free(c), Status::SDA_OK);
         assert_eq!(sda_context_free(c), Status::SDA_ERR_INVALID_HANDLE);
@@ -773,13 +826,53 @@ impl Fuzz {
             .pick(&[0, 1, 2, 3, -1, 16, 17, 100, i32::MIN, i32::MAX, random])
     }
 
+    /// A `struct_size` for a struct of `right` bytes with no room after it: never larger (the
+    /// library would read or write past the struct, as the header's rule allows it to).
     fn struct_size(&mut self, right: u32) -> u32 {
         match self.rng.below(10) {
             0 => 0,
             1 => right - 1,
-            2 => right + 8,
-            3 => self.rng.next_u64() as u32,
+            2 => self.rng.below(4) as u32,
+            3 => self.rng.below(u64::from(right) + 1) as u32,
             _ => right,
+        }
+    }
+
+    /// A `struct_size` that is no older version's prefix (which would take the defaults of the
+    /// fields past it: for a workload or probe options, the seeds' workload, real work of seconds).
+    fn struct_size_no_prefix(&mut self, right: u32) -> u32 {
+        match self.rng.below(10) {
+            0 => 0,
+            1 => right - 1,
+            2 => self.rng.below(4) as u32,
+            _ => right,
+        }
+    }
+
+    /// A `struct_size` for a [`Padded`] struct: up to [`TAIL`] bytes larger (a newer program's).
+    fn struct_size_padded(&mut self, right: u32) -> u32 {
+        match self.rng.below(6) {
+            0 => right + 8,
+            1 => right + self.rng.below(TAIL as u64 + 1) as u32,
+            _ => self.struct_size(right),
+        }
+    }
+
+    /// The tail of a padded input struct: mostly zero (accepted), sometimes not (refused).
+    fn tail(&mut self) -> [u8; TAIL] {
+        let mut tail = [0u8; TAIL];
+        if self.rng.chance(1, 4) {
+            tail[self.rng.below(TAIL as u64) as usize] = 1 + self.rng.below(255) as u8;
+        }
+        tail
+    }
+
+    /// A boolean field: mostly 0 or 1, sometimes a value a buggy binding might write (refused).
+    fn sda_bool(&mut self) -> u32 {
+        if self.rng.chance(1, 8) {
+            *self.rng.pick(&[2, 255, 256, u32::MAX])
+        } else {
+            u32::from(self.rng.chance(1, 2))
         }
     }
 
@@ -996,9 +1089,9 @@ impl Fuzz {
         }
     }
 
-    fn guard_options(&mut self) -> sda_guard_options {
-        let mut o = sda_guard_options_default();
-        o.struct_size = self.struct_size(o.struct_size);
+    fn guard_options(&mut self) -> Padded<sda_guard_options> {
+        let mut o: sda_guard_options = initialised(sda_guard_options_init);
+        o.struct_size = self.struct_size_padded(o.struct_size);
         if self.rng.chance(1, 2) {
             o.batch_size = self.number_u32();
         }
@@ -1008,7 +1101,7 @@ impl Fuzz {
         // At most 64 attempts: a host asking for billions of retries of work that always fails has
         // asked for a long run.
         o.max_attempts = self.rng.below(65) as u32;
-        o.keep_effective_batch = self.rng.chance(1, 2);
+        o.keep_effective_batch = self.sda_bool();
         if self.rng.chance(1, 2) {
             o.budget_bytes = self.number_u64();
         }
@@ -1018,20 +1111,27 @@ impl Fuzz {
         if self.rng.chance(1, 3) {
             o.work_id = self.number_u64();
         }
-        o
+        Padded {
+            value: o,
+            tail: self.tail(),
+        }
     }
 
     /// A workload that either finishes at once or fails at once: tiny shapes, or a field so large
     /// that some tensor needs more than the 2 GiB of address space the child has left.
-    fn workload(&mut self) -> sda_workload {
-        let mut w = sda_workload_default();
-        w.struct_size = self.struct_size(w.struct_size);
+    fn workload(&mut self) -> Padded<sda_workload> {
+        let mut w: sda_workload = initialised(sda_workload_init);
+        w.struct_size = if self.rng.chance(1, 3) {
+            w.struct_size + self.rng.below(TAIL as u64 + 1) as u32
+        } else {
+            self.struct_size_no_prefix(w.struct_size)
+        };
         w.channels = 1 + self.rng.below(2) as u32;
         w.sample_length = 1 + self.rng.below(256) as u32;
         w.out_channels = 1 + self.rng.below(4) as u32;
         w.kernel_size = 1 + self.rng.below(u64::from(w.sample_length) + 4) as u32;
         w.padding = self.rng.below(8) as u32;
-        w.with_backward = self.rng.chance(1, 2);
+        w.with_backward = self.sda_bool();
         if self.rng.chance(1, 4) {
             let huge = *self.rng.pick(&[1u32 << 30, 1 << 31, u32::MAX]);
             match self.rng.below(6) {
@@ -1043,7 +1143,10 @@ impl Fuzz {
                 _ => w.kernel_size = 0,
             }
         }
-        w
+        Padded {
+            value: w,
+            tail: self.tail(),
+        }
     }
 
     fn workload_batch(&mut self) -> u32 {
@@ -1066,8 +1169,16 @@ impl Fuzz {
             assert_eq!(self.end("sda_context_free", s), Status::SDA_OK);
             self.dead_contexts.push(c);
         }
+        if self.models.len() > 8 {
+            let (m, _) = self.models.swap_remove(0);
+            self.begin("sda_model_free", "pool trim");
+            let s = sda_model_free(m);
+            assert_eq!(self.end("sda_model_free", s), Status::SDA_OK);
+            self.dead_models.push(m);
+        }
         self.dead_configs.truncate(64);
         self.dead_contexts.truncate(64);
+        self.dead_models.truncate(64);
 
         match self.rng.below(60) {
             0 => self.config_new(),
@@ -1097,12 +1208,18 @@ impl Fuzz {
             41 => self.validate(),
             42 | 43 => self.run_workload(),
             44 => self.set_error_message(),
-            45 => self.defaults(),
+            45 => self.inits(),
             46 => {
                 self.begin("sda_debug_force_panic", "");
                 let s = sda_debug_force_panic();
                 assert_eq!(self.end("sda_debug_force_panic", s), Status::SDA_ERR_PANIC);
             }
+            47 | 48 => self.model_load(),
+            49 => self.model_run(),
+            50 => self.model_info(),
+            51 => self.model_free(),
+            52 => self.guarded_run_model(),
+            53 => self.probe_model(),
             _ => self.config_get(),
         }
     }
@@ -1463,7 +1580,7 @@ impl Fuzz {
 
     fn memory(&mut self) {
         let (context, origin) = self.handle_origin_context();
-        let mut m = sda_memory_figures::default();
+        let mut m: sda_memory_figures = initialised(sda_memory_figures_init);
         let which = self.rng.below(3);
         let name = ["sda_memory_info", "sda_clear_cache", "sda_reset_peak"][which as usize];
         self.begin(name, &format!("{origin:?}"));
@@ -1491,10 +1608,11 @@ impl Fuzz {
             let s = self.end("sda_backend_load", s);
             self.check_handle("sda_backend_load", origin, s);
         } else {
-            // SAFETY: sda_backend_details is repr(C) of two bools and c_char arrays, for which
-            // all-zero bytes are valid (false, empty strings): what libsda itself reports when no
-            // backend is loaded.
-            let mut d: sda_backend_details = unsafe { std::mem::zeroed() };
+            let mut d: sda_backend_details = initialised(sda_backend_details_init);
+            let lie = self.rng.chance(1, 5);
+            if lie {
+                d.struct_size = self.struct_size(d.struct_size);
+            }
             let null_out = self.rng.chance(1, 5);
             self.begin("sda_backend_info", "");
             let s = sda_backend_info(if null_out {
@@ -1503,14 +1621,11 @@ impl Fuzz {
                 &mut d
             });
             let s = self.end("sda_backend_info", s);
-            assert_eq!(
-                s,
-                if null_out {
-                    Status::SDA_ERR_NULL_POINTER
-                } else {
-                    Status::SDA_OK
-                }
-            );
+            if null_out {
+                assert_eq!(s, Status::SDA_ERR_NULL_POINTER);
+            } else if !lie {
+                assert_eq!(s, Status::SDA_OK);
+            }
         }
     }
 
@@ -1538,8 +1653,7 @@ impl Fuzz {
         let (context, origin) = self.handle_origin_context();
         let mut options = self.guard_options();
         let use_options = self.rng.chance(3, 4);
-        let mut report = sda_run_report_default();
-        report.struct_size = self.struct_size(report.struct_size);
+        let mut report = self.run_report();
         let use_report = self.rng.chance(3, 4);
         let mut work = Nested::new(self, context);
         let callback: sda::guarded_run::sda_work_callback = match self.rng.below(8) {
@@ -1551,7 +1665,7 @@ impl Fuzz {
             "sda_guarded_run",
             &format!(
                 "{origin:?}, action {}, returns {}, options {:?}",
-                work.action, work.code, options
+                work.action, work.code, options.value
             ),
         );
         let s = sda_guarded_run(
@@ -1559,12 +1673,12 @@ impl Fuzz {
             callback,
             (&mut work as *mut Nested).cast(),
             if use_options {
-                &mut options
+                &mut options.value
             } else {
                 std::ptr::null()
             },
             if use_report {
-                &mut report
+                &mut report.value
             } else {
                 std::ptr::null_mut()
             },
@@ -1572,23 +1686,31 @@ impl Fuzz {
         let s = self.end("sda_guarded_run", s);
         self.check_handle("sda_guarded_run", origin, s);
         work.settle(self);
+        report.check_tail("sda_guarded_run");
+        let options_readable =
+            !use_options || (options.is_plain() && options.value.keep_effective_batch <= 1);
         if use_report
             && s != Status::SDA_OK
-            && report.struct_size as usize == std::mem::size_of::<sda_run_report>()
+            && report.is_plain()
             && origin == Origin::Live
             && callback.is_some()
-            && (!use_options
-                || options.struct_size as usize == std::mem::size_of::<sda_guard_options>())
+            && options_readable
         {
-            assert_eq!(report.status, s, "the report's status is the call's");
+            assert_eq!(report.value.status, s, "the report's status is the call's");
+        }
+        if use_options && (!options.tail_is_zero() || options.value.keep_effective_batch > 1) {
+            assert_ne!(
+                s,
+                Status::SDA_OK,
+                "options with a nonzero unknown tail or a bad boolean were accepted"
+            );
         }
     }
 
     fn guarded_run_batched(&mut self) {
         let (context, origin) = self.handle_origin_context();
         let mut options = self.guard_options();
-        let mut report = sda_run_report_default();
-        report.struct_size = self.struct_size(report.struct_size);
+        let mut report = self.run_report();
         let mut work = Batched {
             fits_up_to: self.number_u32(),
             other: *self.rng.pick(&[0, 11, 12, 99, -3]),
@@ -1603,7 +1725,7 @@ impl Fuzz {
             "sda_guarded_run_batched",
             &format!(
                 "{origin:?}, fits up to {}, else {}, options {:?}",
-                work.fits_up_to, work.other, options
+                work.fits_up_to, work.other, options.value
             ),
         );
         let s = sda_guarded_run_batched(
@@ -1611,17 +1733,18 @@ impl Fuzz {
             callback,
             (&mut work as *mut Batched).cast(),
             if self.rng.chance(4, 5) {
-                &mut options
+                &mut options.value
             } else {
                 std::ptr::null()
             },
             if self.rng.chance(4, 5) {
-                &mut report
+                &mut report.value
             } else {
                 std::ptr::null_mut()
             },
         );
         let s = self.end("sda_guarded_run_batched", s);
+        report.check_tail("sda_guarded_run_batched");
         self.check_handle("sda_guarded_run_batched", origin, s);
         assert!(
             work.calls <= 64,
@@ -1654,7 +1777,7 @@ impl Fuzz {
         ]);
         let workers = self.number_u32();
         let worker = self.number_u32();
-        let mut plan = sda_worker_plan_default();
+        let mut plan = initialised(sda_worker_plan_init);
         plan.struct_size = self.struct_size(plan.struct_size);
         let (mut buf, cap) = self.buffer();
         let mut needed = usize::MAX;
@@ -1689,8 +1812,8 @@ impl Fuzz {
 
     fn probe(&mut self) {
         let (context, origin) = self.handle_origin_context();
-        let mut o = sda_probe_options_default();
-        o.struct_size = self.struct_size(o.struct_size);
+        let mut o = initialised(sda_probe_options_init);
+        o.struct_size = self.struct_size_no_prefix(o.struct_size);
         o.min_batch = *self.rng.pick(&[0, 1, 2, 5, 100, u32::MAX]);
         o.max_batch = *self.rng.pick(&[0, 1, 4, 8, 1000, u32::MAX]);
         o.max_runs = *self.rng.pick(&[0, 1, 3, 8, 32, u32::MAX]);
@@ -1713,8 +1836,9 @@ impl Fuzz {
             // The built-in workload only with a tiny shape and a few batches.
             o.max_batch = o.max_batch.min(8);
             o.max_runs = o.max_runs.min(8);
-            workload.struct_size = std::mem::size_of::<sda_workload>() as u32;
-            o.workload = &workload;
+            workload.value.struct_size = std::mem::size_of::<sda_workload>() as u32;
+            workload.tail = [0; TAIL];
+            o.workload = &workload.value;
         }
         if self.rng.chance(1, 2) {
             o.progress = Some(probe_progress);
@@ -1726,7 +1850,7 @@ impl Fuzz {
             (std::ptr::null_mut(), Origin::Null)
         };
         o.save_to = save_to;
-        let mut result = sda_probe_result_default();
+        let mut result = initialised(sda_probe_result_init);
         result.struct_size = self.struct_size(result.struct_size);
         self.begin(
             "sda_probe_batch",
@@ -1769,7 +1893,7 @@ impl Fuzz {
 
     fn recommend(&mut self) {
         let (context, origin) = self.handle_origin_context();
-        let mut r = sda_recommendation_default();
+        let mut r = initialised(sda_recommendation_init);
         r.struct_size = self.struct_size(r.struct_size);
         let params = self.number_u64();
         self.begin("sda_recommend", &format!("{origin:?}, {params}"));
@@ -1869,9 +1993,10 @@ impl Fuzz {
     fn validate(&mut self) {
         let (context, origin) = self.handle_origin_context();
         let cap = *self.rng.pick(&[0usize, 1, 4, 32]);
-        // SAFETY: sda_problem is repr(C) of `severity`, an sda_severity whose 0 is Info, and c_char
-        // arrays, for which zero is the empty string: all-zero bytes are a valid sda_problem.
-        let mut problems: Vec<sda_problem> = vec![unsafe { std::mem::zeroed() }; cap];
+        let mut problems: Vec<sda_problem> = vec![initialised(sda_problem_init); cap];
+        if cap > 0 && self.rng.chance(1, 6) {
+            problems[0].struct_size = self.struct_size(problems[0].struct_size);
+        }
         let mut count = 0usize;
         let load = self.rng.chance(1, 4);
         self.begin(
@@ -1911,11 +2036,18 @@ impl Fuzz {
         };
         self.begin(
             "sda_run_workload",
-            &format!("{origin:?}, {w:?} (null {null_workload}), batch {batch}"),
+            &format!(
+                "{origin:?}, {:?} (null {null_workload}), batch {batch}",
+                w.value
+            ),
         );
         let s = sda_run_workload(
             context,
-            if null_workload { std::ptr::null() } else { &w },
+            if null_workload {
+                std::ptr::null()
+            } else {
+                &w.value
+            },
             batch,
         );
         let s = self.end("sda_run_workload", s);
@@ -1925,41 +2057,512 @@ impl Fuzz {
         }
     }
 
-    fn defaults(&mut self) {
-        match self.rng.below(6) {
+    /// Writes the model files of the model calls with the project's own torch (before the limit);
+    /// without it the model calls meet bad paths only.
+    fn write_model_files(&mut self) {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let python = root.join(".venv/bin/python");
+        let out = std::process::Command::new(&python)
+            .arg(root.join("crates/sda-core/tests/model_gen.py"))
+            .arg(&self.dir)
+            .args(["conv.pt", "fixed.pt"])
+            .output();
+        match out {
+            Ok(o) if o.status.success() => {
+                for name in ["conv.pt", "fixed.pt"] {
+                    self.model_files
+                        .push(self.dir.join(name).display().to_string());
+                }
+            }
+            Ok(o) => println!(
+                "model files not written: {}",
+                String::from_utf8_lossy(&o.stderr)
+            ),
+            Err(e) => println!("model files not written: {} ({e})", python.display()),
+        }
+    }
+
+    fn handle_origin_model(&mut self) -> (*mut sda_model, Origin) {
+        let r = self.rng.below(100);
+        if r < 65 && !self.models.is_empty() {
+            (self.rng.pick(&self.models).0, Origin::Live)
+        } else if r < 75 {
+            (std::ptr::null_mut(), Origin::Null)
+        } else if r < 87 && !self.dead_models.is_empty() {
+            (*self.rng.pick(&self.dead_models), Origin::Invalid)
+        } else if r < 93 && !self.contexts.is_empty() {
+            // A context handle passed as a model.
+            (self.rng.pick(&self.contexts).cast(), Origin::Invalid)
+        } else {
+            (self.forged().cast(), Origin::Invalid)
+        }
+    }
+
+    /// A model's path: a model file, a model traced at batch 1, or anything a host may get wrong.
+    fn model_path(&mut self) -> Text {
+        if !self.model_files.is_empty() && self.rng.chance(1, 2) {
+            let p = self.rng.pick(&self.model_files).clone();
+            return Text {
+                c: Some(cstring(p.into_bytes())),
+                utf8: true,
+            };
+        }
+        // Missing files, directories, FIFOs, devices, text, huge files, invalid UTF-8, NULL.
+        self.path()
+    }
+
+    /// A per-sample shape: conv.pt's `[2, L]` with a small L, or wrong ranks, zeros and sizes far
+    /// beyond the child's address space (every run then fails at once).
+    fn model_shape(&mut self) -> Vec<u64> {
+        match self.rng.below(8) {
+            0..=3 => vec![2, 1 + self.rng.below(128)],
+            4 => (0..self.rng.below(4)).map(|_| self.rng.below(4)).collect(),
+            5 => vec![2, *self.rng.pick(&[1u64 << 30, 1 << 40, u64::MAX])],
+            6 => vec![1; 1 + self.rng.below(70) as usize],
+            _ => vec![2, 100],
+        }
+    }
+
+    fn model_load(&mut self) {
+        let (context, origin) = self.handle_origin_context();
+        let path = self.model_path();
+        let shape = self.model_shape();
+        let defaults: sda_model_options = initialised(sda_model_options_init);
+        let mut o = PaddedModelOptions {
+            value: RawModelOptions {
+                struct_size: self.struct_size_padded(defaults.struct_size),
+                path: path.ptr(),
+                input_shape: if self.rng.chance(1, 10) {
+                    std::ptr::null()
+                } else {
+                    shape.as_ptr()
+                },
+                input_rank: if self.rng.chance(1, 10) {
+                    *self.rng.pick(&[0, 3, 65, usize::MAX])
+                } else {
+                    shape.len()
+                },
+                dtype: if self.rng.chance(1, 6) {
+                    *self.rng.pick(&[3, -1, i32::MAX, i32::MIN])
+                } else {
+                    self.rng.below(3) as i32
+                },
+                train: self.sda_bool(),
+            },
+            tail: self.tail(),
+        };
+        // A rank larger than the array would make libsda read past it: only when refused anyway.
+        if o.value.input_rank > shape.len() && o.value.input_rank <= 64 {
+            o.value.input_rank = shape.len();
+        }
+        let use_options = self.rng.chance(9, 10);
+        let null_out = self.rng.chance(1, 10);
+        let untouched = 0x5eed_0000 as *mut sda_model;
+        let mut model = untouched;
+        self.begin(
+            "sda_model_load",
+            &format!(
+                "{origin:?}, {:?}, shape {shape:?}, options {use_options} {:?}",
+                path.c, o.value
+            ),
+        );
+        let s = sda_model_load(
+            context,
+            if use_options {
+                (&o.value as *const RawModelOptions).cast::<sda_model_options>()
+            } else {
+                std::ptr::null()
+            },
+            if null_out {
+                std::ptr::null_mut()
+            } else {
+                &mut model
+            },
+        );
+        let s = self.end("sda_model_load", s);
+        self.check_handle("sda_model_load", origin, s);
+        if s == Status::SDA_OK {
+            assert!(use_options && !null_out && !path.is_null() && path.utf8);
+            assert!(o.tail_is_zero() && o.value.train <= 1 && (0..3).contains(&o.value.dtype));
+            assert_ne!(
+                model, untouched,
+                "sda_model_load succeeded but wrote no handle"
+            );
+            self.models.push((model, context));
+        } else {
+            assert_eq!(
+                model, untouched,
+                "sda_model_load failed but wrote *out_model"
+            );
+        }
+        if !use_options || null_out || path.is_null() {
+            assert_ne!(s, Status::SDA_OK);
+        }
+        if !path.utf8 && origin == Origin::Live && use_options && !null_out && o.is_plain() {
+            assert!(
+                matches!(
+                    s,
+                    Status::SDA_ERR_INVALID_UTF8 | Status::SDA_ERR_INVALID_ARGUMENT
+                ),
+                "a path that is not UTF-8 gave {}",
+                s.name()
+            );
+        }
+    }
+
+    /// A batch for a model run: mostly small (real, quick work), sometimes far too large.
+    fn model_batch(&mut self) -> u32 {
+        *self.rng.pick(&[0, 1, 1, 2, 3, 7, 16, 1 << 31, u32::MAX])
+    }
+
+    fn model_run(&mut self) {
+        let (model, origin) = self.handle_origin_model();
+        let batch = self.model_batch();
+        self.begin("sda_model_run", &format!("{origin:?}, batch {batch}"));
+        let s = sda_model_run(model, batch);
+        let s = self.end("sda_model_run", s);
+        self.check_handle("sda_model_run", origin, s);
+        if batch == 0 {
+            assert_ne!(s, Status::SDA_OK, "a model ran a batch of 0");
+        }
+    }
+
+    fn model_info(&mut self) {
+        let (model, origin) = self.handle_origin_model();
+        let mut d: Padded<sda_model_details> = Padded {
+            value: initialised(sda_model_details_init),
+            tail: [CANARY; TAIL],
+        };
+        d.value.struct_size = self.struct_size_padded(d.value.struct_size);
+        let before = d.value.param_bytes;
+        let null_out = self.rng.chance(1, 10);
+        self.begin(
+            "sda_model_info",
+            &format!("{origin:?}, null out {null_out}"),
+        );
+        let s = sda_model_info(
+            model,
+            if null_out {
+                std::ptr::null_mut()
+            } else {
+                &mut d.value
+            },
+        );
+        let s = self.end("sda_model_info", s);
+        self.check_handle("sda_model_info", origin, s);
+        d.check_tail("sda_model_info");
+        if s != Status::SDA_OK {
+            assert_eq!(
+                d.value.param_bytes, before,
+                "sda_model_info failed but wrote"
+            );
+        } else if d.is_plain() {
+            assert_eq!(
+                d.value.resident_bytes,
+                d.value.param_bytes + d.value.buffer_bytes
+            );
+            assert!(d.value.work_id != 0 && d.value.train <= 1);
+        }
+    }
+
+    fn model_free(&mut self) {
+        let (model, origin) = self.handle_origin_model();
+        self.begin("sda_model_free", &format!("{origin:?}"));
+        let s = sda_model_free(model);
+        let s = self.end("sda_model_free", s);
+        match origin {
+            Origin::Live => {
+                assert_eq!(s, Status::SDA_OK);
+                self.models.retain(|&(m, _)| m != model);
+                self.dead_models.push(model);
+            }
+            Origin::Null => assert_eq!(s, Status::SDA_OK),
+            Origin::Invalid => assert_eq!(s, Status::SDA_ERR_INVALID_HANDLE),
+        }
+    }
+
+    /// The context to use a model with: mostly the one that loaded it (perhaps freed since).
+    fn model_context(&mut self, model: *mut sda_model) -> (*mut sda_context, Origin) {
+        let paired = self
+            .models
+            .iter()
+            .find(|&&(m, _)| m == model)
+            .map(|&(_, c)| c);
+        match paired {
+            Some(c) if self.rng.chance(3, 4) => {
+                let origin = if self.contexts.contains(&c) {
+                    Origin::Live
+                } else {
+                    Origin::Invalid
+                };
+                (c, origin)
+            }
+            _ => self.handle_origin_context(),
+        }
+    }
+
+    fn guarded_run_model(&mut self) {
+        let (model, model_origin) = self.handle_origin_model();
+        let (context, origin) = self.model_context(model);
+        let mut options = self.guard_options();
+        // Quick work only: small batches and budgets (a retry's batch comes from the budget), or a
+        // first batch far too large for the child's address space.
+        options.value.batch_size = self.model_batch();
+        options.value.budget_bytes = *self.rng.pick(&[0u64, 1, 4096, 1 << 20, 16 << 20]);
+        options.value.min_batch = *self.rng.pick(&[0, 1, 2, 4]);
+        if options.value.budget_bytes == 0 {
+            options.value.max_attempts = options.value.max_attempts.min(1);
+        }
+        let use_options = self.rng.chance(9, 10);
+        let mut report = self.run_report();
+        let use_report = self.rng.chance(4, 5);
+        self.begin(
+            "sda_guarded_run_model",
+            &format!(
+                "context {origin:?}, model {model_origin:?}, options {use_options} {:?}",
+                options.value
+            ),
+        );
+        let s = sda_guarded_run_model(
+            context,
+            model,
+            if use_options {
+                &options.value
+            } else {
+                std::ptr::null()
+            },
+            if use_report {
+                &mut report.value
+            } else {
+                std::ptr::null_mut()
+            },
+        );
+        let s = self.end("sda_guarded_run_model", s);
+        self.check_handle("sda_guarded_run_model", origin, s);
+        self.check_handle("sda_guarded_run_model", model_origin, s);
+        report.check_tail("sda_guarded_run_model");
+        if !use_options || options.value.batch_size == 0 {
+            assert_ne!(s, Status::SDA_OK);
+        }
+        if use_options && (!options.tail_is_zero() || options.value.keep_effective_batch > 1) {
+            assert_ne!(
+                s,
+                Status::SDA_OK,
+                "options with a bad tail or boolean were accepted"
+            );
+        }
+    }
+
+    /// The probe with a model: small batches and budgets, sometimes with another workload set too
+    /// (refused).
+    fn probe_model(&mut self) {
+        let (model, model_origin) = self.handle_origin_model();
+        let (context, origin) = self.model_context(model);
+        let mut o = initialised(sda_probe_options_init);
+        o.struct_size = self.struct_size_no_prefix(o.struct_size);
+        o.min_batch = *self.rng.pick(&[0, 1, 2, 5, u32::MAX]);
+        o.max_batch = *self.rng.pick(&[0, 1, 4, 8, 32]);
+        o.max_runs = *self.rng.pick(&[0, 1, 3, 8]);
+        o.budget_bytes = *self.rng.pick(&[1u64, 4096, 1 << 20, 16 << 20, 64 << 20]);
+        o.margin_bytes = self.number_u64();
+        o.model = model;
+        // A tiny shape: without a model (NULL) the probe runs it.
+        let mut workload: sda_workload = initialised(sda_workload_init);
+        workload.sample_length = 64;
+        workload.kernel_size = 4;
+        workload.padding = 0;
+        let mut probe_work = ProbeWork {
+            oom_above: 4,
+            other: 0,
+            cancel_after: *self.rng.pick(&[0, 1, 3, u32::MAX]),
+            progress_calls: 0,
+            runs: 0,
+        };
+        let both = match self.rng.below(8) {
             0 => {
-                self.begin("sda_guard_options_default", "");
-                assert_eq!(
-                    sda_guard_options_default().struct_size as usize,
-                    std::mem::size_of::<sda_guard_options>()
-                );
+                o.custom_workload = Some(probe_workload);
+                o.workload_user_data = (&mut probe_work as *mut ProbeWork).cast();
+                true
             }
             1 => {
-                self.begin("sda_run_report_default", "");
-                assert_eq!(
-                    sda_run_report_default().struct_size as usize,
-                    std::mem::size_of::<sda_run_report>()
-                );
+                o.workload = &workload;
+                true
             }
-            2 => {
-                self.begin("sda_worker_plan_default", "");
-                let _ = sda_worker_plan_default();
-            }
-            3 => {
-                self.begin("sda_probe_options_default", "");
-                let _ = sda_probe_options_default();
-                self.begin("sda_probe_result_default", "");
-                let _ = sda_probe_result_default();
-            }
-            4 => {
-                self.begin("sda_recommendation_default", "");
-                let _ = sda_recommendation_default();
-            }
-            _ => {
-                self.begin("sda_workload_default", "");
-                let _ = sda_workload_default();
-            }
+            _ => false,
+        };
+        if model_origin == Origin::Null && !both {
+            // No model: the host's quick callback, not the seeds' workload (seconds of real work).
+            o.custom_workload = Some(probe_workload);
+            o.workload_user_data = (&mut probe_work as *mut ProbeWork).cast();
         }
+        if self.rng.chance(1, 2) {
+            o.progress = Some(probe_progress);
+            o.progress_user_data = (&mut probe_work as *mut ProbeWork).cast();
+        }
+        let mut result = initialised(sda_probe_result_init);
+        result.struct_size = self.struct_size(result.struct_size);
+        self.begin(
+            "sda_probe_batch",
+            &format!(
+                "model {model_origin:?}, context {origin:?}, also another workload {both}, min {} \
+                 max {} runs {} budget {}",
+                o.min_batch, o.max_batch, o.max_runs, o.budget_bytes
+            ),
+        );
+        let s = sda_probe_batch(context, &o, &mut result);
+        let s = self.end("sda_probe_batch", s);
+        self.check_handle("sda_probe_batch", origin, s);
+        if model_origin != Origin::Null {
+            self.check_handle("sda_probe_batch", model_origin, s);
+        }
+        if both && model_origin != Origin::Null {
+            assert_ne!(
+                s,
+                Status::SDA_OK,
+                "a probe with a model and another workload ran"
+            );
+        }
+        if s == Status::SDA_OK {
+            assert!(result.recommended_batch <= result.max_batch);
+        }
+    }
+
+    fn inits(&mut self) {
+        match self.rng.below(14) {
+            0 => self.init_one("sda_guard_options_init", sda_guard_options_init),
+            1 => self.init_one("sda_run_report_init", sda_run_report_init),
+            2 => self.init_one("sda_worker_plan_init", sda_worker_plan_init),
+            3 => self.init_one("sda_probe_options_init", sda_probe_options_init),
+            4 => self.init_one("sda_probe_result_init", sda_probe_result_init),
+            5 => self.init_one("sda_recommendation_init", sda_recommendation_init),
+            6 => self.init_one("sda_workload_init", sda_workload_init),
+            7 => self.init_one("sda_selection_init", sda_selection_init),
+            8 => self.init_one("sda_device_details_init", sda_device_details_init),
+            9 => self.init_one("sda_memory_figures_init", sda_memory_figures_init),
+            10 => self.init_one("sda_backend_details_init", sda_backend_details_init),
+            11 => self.init_one("sda_model_options_init", sda_model_options_init),
+            12 => self.init_one("sda_model_details_init", sda_model_details_init),
+            _ => self.init_one("sda_problem_init", sda_problem_init),
+        }
+    }
+
+    /// One init function with a size that may lie (within real memory), or NULL: it writes nothing
+    /// when it fails, sets `struct_size` to the size given, zeroes what lies past its own size, and
+    /// never writes at or past the size given.
+    fn init_one<T: Growable>(
+        &mut self,
+        name: &'static str,
+        init: extern "C" fn(*mut T, usize) -> Status,
+    ) {
+        let right = std::mem::size_of::<T>();
+        let total = right + TAIL;
+        let size = match self.rng.below(6) {
+            0 => self.rng.below(4) as usize,
+            1 => right + self.rng.below(TAIL as u64 + 1) as usize,
+            2 => self.rng.below(right as u64) as usize,
+            _ => right,
+        };
+        let null = self.rng.chance(1, 10);
+        // u64 words: aligned for every struct; read and written here only as bytes.
+        let mut words = vec![u64::from_ne_bytes([CANARY; 8]); total.div_ceil(8)];
+        self.begin(name, &format!("size {size}, null {null}"));
+        let s = init(
+            if null {
+                std::ptr::null_mut()
+            } else {
+                words.as_mut_ptr().cast()
+            },
+            size,
+        );
+        let s = self.end(name, s);
+        let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_ne_bytes()).collect();
+        if null {
+            assert_eq!(s, Status::SDA_ERR_NULL_POINTER);
+        } else if size < 4 {
+            assert_eq!(s, Status::SDA_ERR_INVALID_ARGUMENT);
+        } else if size == right {
+            assert_eq!(s, Status::SDA_OK);
+        }
+        if s != Status::SDA_OK {
+            assert!(
+                bytes.iter().all(|&b| b == CANARY),
+                "{name} failed but wrote"
+            );
+            return;
+        }
+        assert_eq!(
+            &bytes[..4],
+            &(size as u32).to_ne_bytes(),
+            "{name}: struct_size"
+        );
+        assert!(
+            bytes[size..].iter().all(|&b| b == CANARY),
+            "{name} wrote at or past the size it was given ({size})"
+        );
+        if size > right {
+            assert!(
+                bytes[right..size].iter().all(|&b| b == 0),
+                "{name} did not zero the bytes past its own size"
+            );
+        }
+    }
+
+    /// A run report as its init function leaves it, `struct_size` perhaps lying, with canary bytes
+    /// after it.
+    fn run_report(&mut self) -> Padded<sda_run_report> {
+        let mut r: sda_run_report = initialised(sda_run_report_init);
+        r.struct_size = self.struct_size_padded(r.struct_size);
+        Padded {
+            value: r,
+            tail: [CANARY; TAIL],
+        }
+    }
+}
+
+/// Room after a struct, so that a larger `struct_size` (a newer program's) stays in real memory.
+const TAIL: usize = 24;
+
+/// What an output struct's tail holds before the call; no call may change it.
+const CANARY: u8 = 0xAB;
+
+/// A struct followed by [`TAIL`] bytes: an input struct of a newer program (the tail holds the
+/// fields this library does not know), or an output struct with canary bytes after it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+struct Padded<T> {
+    value: T,
+    tail: [u8; TAIL],
+}
+
+impl<T: Growable> Padded<T> {
+    fn declared(&self) -> usize {
+        // SAFETY: every growable struct starts with `struct_size: u32` at offset 0 (sda::sized's
+        // Growable contract); `self.value` is a live, aligned T of at least four bytes.
+        unsafe { (&self.value as *const T).cast::<u32>().read() as usize }
+    }
+
+    /// The bytes past this library's size that the struct declares are all zero.
+    fn tail_is_zero(&self) -> bool {
+        let known = std::mem::size_of::<T>();
+        let declared = self.declared();
+        declared <= known
+            || self.tail[..(declared - known).min(TAIL)]
+                .iter()
+                .all(|&b| b == 0)
+    }
+
+    /// The struct declares exactly this library's size.
+    fn is_plain(&self) -> bool {
+        self.declared() == std::mem::size_of::<T>()
+    }
+
+    /// An output struct: no byte after it was written.
+    fn check_tail(&self, name: &str) {
+        assert!(
+            self.tail.iter().all(|&b| b == CANARY),
+            "{name} wrote past the struct it knows (struct_size {})",
+            self.declared()
+        );
     }
 }
 
@@ -1975,18 +2578,14 @@ fn last_error() -> String {
         .to_string()
 }
 
-/// An `sda_selection` to pass as an out-parameter, zero-filled as a C host's `= {0}` would be.
+/// An `sda_selection` to pass as an out-parameter, as SDA_SELECTION_INIT leaves it.
 fn blank_selection() -> sda_selection {
-    // SAFETY: sda_selection is repr(C) of `kind` (an sda_device_kind whose 0 is Cpu), an i32, a bool
-    // and c_char arrays (zero = empty string): all-zero bytes are a valid value of every field.
-    unsafe { std::mem::zeroed() }
+    initialised(sda_selection_init)
 }
 
-/// An `sda_device_details` to pass as an out-parameter, zero-filled as a C host's `= {0}` would be.
+/// An `sda_device_details` to pass as an out-parameter, as SDA_DEVICE_DETAILS_INIT leaves it.
 fn blank_device_details() -> sda_device_details {
-    // SAFETY: sda_device_details is repr(C) of `kind` (an sda_device_kind whose 0 is Cpu), integers,
-    // bools and c_char arrays (zero = empty string): all-zero bytes are a valid value of every field.
-    unsafe { std::mem::zeroed() }
+    initialised(sda_device_details_init)
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -2037,7 +2636,7 @@ unsafe extern "C" fn work_nested(user_data: *mut c_void) -> i32 {
     let w = &mut *(user_data as *mut Nested);
     match w.action {
         0 => {
-            let mut m = sda_memory_figures::default();
+            let mut m: sda_memory_figures = initialised(sda_memory_figures_init);
             let _ = sda_memory_info(w.context, &mut m);
         }
         1 => {
@@ -2069,7 +2668,7 @@ unsafe extern "C" fn work_nested(user_data: *mut c_void) -> i32 {
             let _ = sda_select_device(w.context, c"auto".as_ptr(), &mut sel);
         }
         6 => {
-            let mut w8 = sda_workload_default();
+            let mut w8: sda_workload = initialised(sda_workload_init);
             w8.sample_length = 32;
             w8.kernel_size = 3;
             return sda_run_workload(w.context, &w8, 2) as i32;
@@ -2129,3 +2728,41 @@ unsafe extern "C" fn log_sink(
     let _ = CStr::from_ptr(message).to_bytes().len();
     LOGGED.fetch_add(1, Ordering::Relaxed);
 }
+
+/// `sda_model_options` with its `sda_dtype` as the plain `int32_t` a C caller may fill with any
+/// value (a Rust enum may not hold one it does not name).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+struct RawModelOptions {
+    struct_size: u32,
+    path: *const c_char,
+    input_shape: *const u64,
+    input_rank: usize,
+    dtype: i32,
+    train: u32,
+}
+
+/// [`RawModelOptions`] and a newer program's tail.
+#[repr(C)]
+struct PaddedModelOptions {
+    value: RawModelOptions,
+    tail: [u8; TAIL],
+}
+
+impl PaddedModelOptions {
+    fn tail_is_zero(&self) -> bool {
+        let known = std::mem::size_of::<sda_model_options>();
+        let declared = self.value.struct_size as usize;
+        declared <= known
+            || self.tail[..(declared - known).min(TAIL)]
+                .iter()
+                .all(|&b| b == 0)
+    }
+
+    fn is_plain(&self) -> bool {
+        self.value.struct_size as usize == std::mem::size_of::<sda_model_options>()
+    }
+}
+
+const _: () =
+    assert!(std::mem::size_of::<RawModelOptions>() == std::mem::size_of::<sda_model_options>());

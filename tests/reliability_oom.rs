@@ -20,10 +20,17 @@
 //!     batches, so that its measuring runs fail for real (some probes find nothing that fits, some
 //!     find a batch after failures).
 //!
-//!   Every failure must come back as `SDA_ERR_OUT_OF_MEMORY` (the probe counts each as an OOM run),
-//!   the resident set (sampled every 25 OOMs after returning free heap pages) may not grow by 2 % or
-//!   more between the first and the last third of the run (its floor, after 100 OOMs), and the
-//!   process must still compute afterwards. Its figures are a row of RELIABILITY.md.
+//!   Every failure must come back as `SDA_ERR_OUT_OF_MEMORY` (the probe counts each as an OOM run).
+//!   The figures that decide are exact: libsda's own live heap (this test binary's global allocator
+//!   counts every byte libsda's Rust code holds; libtorch allocates through its own) may not grow by
+//!   more than 16 KiB between the first and the last third of the run, and libtorch's CPU allocator
+//!   must hold no more after any OOM than before the first. The resident set (sampled every 25 OOMs
+//!   after returning free heap pages) is reported and may not grow by 2 % or more; it is made
+//!   independent of the seed by a fixed glibc mmap threshold in the child (`MALLOC_MMAP_THRESHOLD_`):
+//!   glibc's default raises the threshold each time a large mmapped block is freed, so that later
+//!   tensors of up to 32 MiB come from the brk heap, whose fragmentation then depends on the order
+//!   of sizes, i.e. on the seed. The process must still compute afterwards. Its figures are a row of
+//!   RELIABILITY.md.
 
 mod reliability_support;
 
@@ -32,19 +39,92 @@ use sda::config::{sda_config, sda_config_free, sda_config_new};
 use sda::context::{sda_context, sda_context_free, sda_context_new};
 use sda::device::{sda_select_device, sda_selection};
 use sda::guarded_run::{
-    sda_guard_options, sda_guard_options_default, sda_guarded_run, sda_guarded_run_batched,
-    sda_run_report, sda_run_report_default,
+    sda_guard_options, sda_guard_options_init, sda_guarded_run, sda_guarded_run_batched,
+    sda_run_report, sda_run_report_init,
 };
 use sda::memory::sda_clear_cache;
 use sda::probe::sda_probe_stop;
-use sda::probe::{sda_probe_batch, sda_probe_options_default, sda_probe_result_default};
+use sda::probe::{sda_probe_batch, sda_probe_options_init, sda_probe_result_init};
 use sda::status::sda_last_error_message;
 use sda::status::Status;
-use sda::workload::{sda_run_workload, sda_workload, sda_workload_default};
+use sda::workload::{sda_run_workload, sda_workload, sda_workload_init};
 use sda_testkit::child::{self, ChildRun};
 use sda_testkit::memory::{self, MIB};
 use std::ffi::{c_char, c_void, CStr};
 use std::time::{Duration, Instant};
+
+/// Counts the bytes this test binary's Rust code holds on the heap: libsda's core and C ABI are
+/// linked into it, so this is libsda's own heap, apart from libtorch's (the backend module and
+/// libtorch allocate through their own allocators).
+struct CountingAllocator;
+
+static LIVE_BYTES: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+
+fn count(delta: i64) {
+    LIVE_BYTES.fetch_add(delta, std::sync::atomic::Ordering::Relaxed);
+}
+
+// SAFETY: every method forwards to the system allocator with the caller's arguments unchanged and
+// only counts what it returned.
+unsafe impl std::alloc::GlobalAlloc for CountingAllocator {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        // SAFETY: forwarded unchanged; the caller upholds alloc's contract.
+        let p = unsafe { std::alloc::System.alloc(layout) };
+        if !p.is_null() {
+            count(layout.size() as i64);
+        }
+        p
+    }
+    unsafe fn alloc_zeroed(&self, layout: std::alloc::Layout) -> *mut u8 {
+        // SAFETY: forwarded unchanged; the caller upholds alloc_zeroed's contract.
+        let p = unsafe { std::alloc::System.alloc_zeroed(layout) };
+        if !p.is_null() {
+            count(layout.size() as i64);
+        }
+        p
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        // SAFETY: forwarded unchanged; the caller upholds dealloc's contract.
+        unsafe { std::alloc::System.dealloc(ptr, layout) };
+        count(-(layout.size() as i64));
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: forwarded unchanged; the caller upholds realloc's contract.
+        let p = unsafe { std::alloc::System.realloc(ptr, layout, new_size) };
+        if !p.is_null() {
+            count(new_size as i64 - layout.size() as i64);
+        }
+        p
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: CountingAllocator = CountingAllocator;
+
+/// libsda's own live heap bytes now.
+fn libsda_heap() -> i64 {
+    LIVE_BYTES.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Bytes libtorch's CPU allocator holds now (the backend's counting allocator, through
+/// `sda_memory_info`).
+fn torch_allocated(context: *const sda_context) -> u64 {
+    let mut figures = std::mem::MaybeUninit::<sda::memory::sda_memory_figures>::zeroed();
+    assert_eq!(
+        sda::memory::sda_memory_figures_init(
+            figures.as_mut_ptr(),
+            std::mem::size_of::<sda::memory::sda_memory_figures>()
+        ),
+        Status::SDA_OK
+    );
+    // SAFETY: zeroed, then initialised by sda_memory_figures_init, which writes every field.
+    let mut figures = unsafe { figures.assume_init() };
+    assert_eq!(
+        sda::memory::sda_memory_info(context, &mut figures),
+        Status::SDA_OK
+    );
+    figures.allocated
+}
 
 /// The variable that tells a test that it is the child doing the work.
 const ROLE: &str = "SDA_OOM_CHILD";
@@ -62,7 +142,7 @@ const FAR_TOO_LARGE: u32 = 100;
 /// The workload used here: one second of 48 kHz audio as in the seeds, with more filters and a short
 /// kernel, so that memory is large and compute stays fast.
 fn workload() -> sda_workload {
-    let mut w = sda_workload_default();
+    let mut w = sda::sized::initialised(sda_workload_init);
     w.out_channels = 256;
     w.kernel_size = 8;
     w.padding = 4;
@@ -141,7 +221,7 @@ unsafe extern "C" fn run_probe(user_data: *mut c_void, batch: u32) -> i32 {
 fn text(p: *const c_char) -> String {
     // SAFETY: callers pass sda_last_error_message() (never NULL, valid until the next libsda call on
     // this thread, which comes after the copy) or the guidance array of a report that
-    // sda_run_report_default zero-filled and libsda wrote NUL-terminated; both outlive this call.
+    // sda_run_report_init zero-filled and libsda wrote NUL-terminated; both outlive this call.
     unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
 }
 
@@ -159,9 +239,7 @@ fn cpu_context() -> (*mut sda_config, *mut sda_context) {
     assert_eq!(sda_config_new(&mut config), Status::SDA_OK);
     let mut context = std::ptr::null_mut();
     assert_eq!(sda_context_new(config, &mut context), Status::SDA_OK);
-    // SAFETY: sda_selection is repr(C) of `kind` (an sda_device_kind whose 0 is Cpu), an i32, a bool
-    // and c_char arrays (zero = empty string): all-zero bytes are a valid value of every field.
-    let mut selection: sda_selection = unsafe { std::mem::zeroed() };
+    let mut selection: sda_selection = sda::sized::initialised(sda::device::sda_selection_init);
     assert_eq!(
         sda_select_device(context, c"cpu".as_ptr(), &mut selection),
         Status::SDA_OK
@@ -176,7 +254,7 @@ fn free(config: *mut sda_config, context: *mut sda_context) {
 
 /// Guard options for a run at `batch` within the budget.
 fn guard_options(batch: u32) -> sda_guard_options {
-    let mut options = sda_guard_options_default();
+    let mut options = sda::sized::initialised(sda_guard_options_init);
     options.batch_size = batch;
     options.budget_bytes = BUDGET;
     options
@@ -186,7 +264,7 @@ fn guard_options(batch: u32) -> sda_guard_options {
 fn guarded(work: &mut Work, batch: u32) -> (Status, sda_run_report) {
     work.batch = batch;
     let options = guard_options(batch);
-    let mut report = sda_run_report_default();
+    let mut report = sda::sized::initialised(sda_run_report_init);
     let status = sda_guarded_run(
         work.context,
         Some(run_fixed),
@@ -199,7 +277,7 @@ fn guarded(work: &mut Work, batch: u32) -> (Status, sda_run_report) {
 
 /// One batched guarded run starting at `options.batch_size`.
 fn batched(work: &mut Work, options: &sda_guard_options) -> (Status, sda_run_report) {
-    let mut report = sda_run_report_default();
+    let mut report = sda::sized::initialised(sda_run_report_init);
     let status = sda_guarded_run_batched(
         work.context,
         Some(run_batch),
@@ -245,7 +323,7 @@ fn one_oom_in_detail() {
     assert_eq!(status, Status::SDA_ERR_OUT_OF_MEMORY, "{text}");
     assert_eq!(report.status, Status::SDA_ERR_OUT_OF_MEMORY);
     assert!(
-        report.measured && report.failed_allocation_bytes > 0,
+        report.measured == 1 && report.failed_allocation_bytes > 0,
         "{text}"
     );
     let suggested = report.suggested_batch;
@@ -335,13 +413,17 @@ fn hundreds_of_real_ooms_are_reported_recovered_and_leave_rss_flat() {
     let out = ChildRun::test(TORTURE, ROLE)
         .env("SDA_OOM_COUNT", count.to_string())
         .env("SDA_OOM_SEED", seed.to_string())
+        // A fixed threshold: blocks of 128 KiB and more are mmapped and returned when freed, whatever
+        // came before (see the module's documentation). The host's choice, never libsda's.
+        .env("MALLOC_MMAP_THRESHOLD_", "131072")
         .address_space_budget(BUDGET)
         .deadline(Duration::from_secs(300 + count / 5))
         .run();
     out.assert_success(&format!("OOM child failed (replay: SDA_OOM_SEED={seed})"));
     let f = |k: &str| out.field(k).unwrap();
     for line in out.stdout.lines() {
-        if line.contains("OOMs in") || line.contains("RSS samples") {
+        if line.contains("OOMs in") || line.contains("RSS samples") || line.contains("libsda heap")
+        {
             println!("{line}");
         }
     }
@@ -361,8 +443,13 @@ fn hundreds_of_real_ooms_are_reported_recovered_and_leave_rss_flat() {
         ),
         &format!(
             "every one reported as SDA_ERR_OUT_OF_MEMORY (the probes counted each as an OOM run); \
-             resident set sampled every 25 OOMs after sda_clear_cache: floor {} → {} MiB ({}%, \
-             limit < 2 %), median {} → {} MiB; the process still computed afterwards; {} s",
+             libsda's own heap floor {} → {} bytes (limit +16 KiB), libtorch's allocator at most {} \
+             bytes at the samples (never above its start); resident set sampled every 25 OOMs after \
+             sda_clear_cache, fixed mmap threshold: floor {} → {} MiB ({}%, limit < 2 %), median {} → \
+             {} MiB; the process still computed afterwards; {} s",
+            f("heap_first"),
+            f("heap_last"),
+            f("torch_held"),
             f("rss_first_mib"),
             f("rss_last_mib"),
             f("growth"),
@@ -388,6 +475,9 @@ fn torture() {
 
     let mut tally = Tally::default();
     let mut rss_samples: Vec<(u64, u64)> = Vec::new(); // (ooms so far, rss)
+                                                       // (ooms so far, libsda's live heap bytes, bytes libtorch's CPU allocator holds)
+    let mut heap_samples: Vec<(u64, i64, u64)> = Vec::new();
+    let torch_baseline = torch_allocated(context);
     let started = Instant::now();
     while work.ooms < target {
         let before = work.ooms;
@@ -428,12 +518,12 @@ fn torture() {
                 // 20 × or 10 × the probe's batch: its measuring runs (batch 3 and up) fail for
                 // real; with 10 × a batch of 1 (470 MiB) fits and the probe finds it after failures.
                 work.scale = *rng.pick(&[20, 20, 20, 10]);
-                let mut options = sda_probe_options_default();
+                let mut options = sda::sized::initialised(sda_probe_options_init);
                 options.custom_workload = Some(run_probe);
                 options.workload_user_data = work.user_data();
                 options.budget_bytes = BUDGET;
                 options.max_batch = 64;
-                let mut result = sda_probe_result_default();
+                let mut result = sda::sized::initialised(sda_probe_result_init);
                 let s = sda_probe_batch(context, &options, &mut result);
                 assert_eq!(s, Status::SDA_OK, "{}", last_error());
                 let ooms = work.ooms - before;
@@ -455,6 +545,7 @@ fn torture() {
         if rss_samples.last().is_none_or(|l| work.ooms / 25 > l.0 / 25) {
             assert_eq!(sda_clear_cache(context), Status::SDA_OK);
             rss_samples.push((work.ooms, memory::rss()));
+            heap_samples.push((work.ooms, libsda_heap(), torch_allocated(context)));
         }
     }
     let secs = started.elapsed().as_secs_f64();
@@ -498,12 +589,40 @@ fn torture() {
             .collect::<Vec<_>>()
             .join(" ")
     );
+    // The deterministic figures: libsda's own heap (counted by this binary's allocator) and what
+    // libtorch's allocator holds. Both are exact; neither depends on the seed.
+    let heap_settled: Vec<i64> = heap_samples
+        .iter()
+        .filter(|s| s.0 >= 100.min(target / 4))
+        .map(|s| s.1)
+        .collect();
+    let heap_third = (heap_settled.len() / 3).max(1);
+    let heap_first = *heap_settled[..heap_third].iter().min().unwrap();
+    let heap_last = *heap_settled[heap_settled.len() - heap_third..]
+        .iter()
+        .min()
+        .unwrap();
+    let heap_growth = heap_last - heap_first;
+    let torch_held = heap_samples.iter().map(|s| s.2).max().unwrap_or(0);
+    println!(
+        "libsda heap floor {heap_first} -> {heap_last} bytes ({heap_growth:+}); libtorch's allocator \
+         held at most {torch_held} bytes at the samples (baseline {torch_baseline})"
+    );
+    assert!(
+        heap_growth <= 16 * 1024,
+        "libsda's own heap grew by {heap_growth} bytes over {} OOMs",
+        work.ooms
+    );
+    assert!(
+        heap_samples.iter().all(|s| s.2 <= torch_baseline),
+        "libtorch's allocator kept memory after an OOM: {heap_samples:?}"
+    );
     assert!(growth < 2.0, "RSS grew {growth:.2} %");
 
     // Still computing afterwards.
     assert_eq!(sda_run_workload(context, &work.workload, 2), Status::SDA_OK);
     work.batch = 1;
-    let mut report = sda_run_report_default();
+    let mut report = sda::sized::initialised(sda_run_report_init);
     assert_eq!(
         sda_guarded_run(
             context,
@@ -517,7 +636,8 @@ fn torture() {
     free(config, context);
     println!(
         "RESULT ooms={} seconds={secs:.1} growth={growth:.2} rss_first_mib={} rss_last_mib={} \
-         median_first_mib={} median_last_mib={} guarded={} via_guarded={} batched={} via_batched={} probes={} via_probe={}",
+         median_first_mib={} median_last_mib={} heap_first={heap_first} heap_last={heap_last} \
+         torch_held={torch_held} guarded={} via_guarded={} batched={} via_batched={} probes={} via_probe={}",
         work.ooms,
         first / MIB,
         last / MIB,

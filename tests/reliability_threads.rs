@@ -22,7 +22,7 @@ use sda::config::{sda_config, sda_config_free, sda_config_get, sda_config_new, s
 use sda::context::{sda_context, sda_context_free, sda_context_new};
 use sda::device::{sda_device_details, sda_device_info, sda_select_device, sda_selection};
 use sda::guarded_run::{
-    sda_guard_options_default, sda_guarded_run, sda_guarded_run_batched, sda_run_report_default,
+    sda_guard_options_init, sda_guarded_run, sda_guarded_run_batched, sda_run_report_init,
 };
 use sda::memory::{sda_memory_figures, sda_memory_info};
 use sda::status::Status;
@@ -107,9 +107,7 @@ fn cstr(p: *const std::os::raw::c_char) -> String {
 
 /// An `sda_device_details` to pass as an out-parameter, zero-filled as a C host's `= {0}` would be.
 fn blank_device_details() -> sda_device_details {
-    // SAFETY: sda_device_details is repr(C) of `kind` (an sda_device_kind whose 0 is Cpu), integers,
-    // bools and c_char arrays (zero = empty string): all-zero bytes are a valid value of every field.
-    unsafe { std::mem::zeroed() }
+    sda::sized::initialised(sda::device::sda_device_details_init)
 }
 
 fn get(config: *mut sda_config, key: &CStr) -> String {
@@ -183,7 +181,8 @@ fn worker(t: usize, h: Handles, per_thread: u64, seed: u64, progress: &Progress)
                 }
             }
             15..=27 => {
-                let mut m = sda_memory_figures::default();
+                let mut m: sda_memory_figures =
+                    sda::sized::initialised(sda::memory::sda_memory_figures_init);
                 assert_eq!(sda_memory_info(h.context, &mut m), Status::SDA_OK);
                 assert!(
                     m.total > 0 && m.free <= m.total && m.budget <= m.total,
@@ -192,15 +191,14 @@ fn worker(t: usize, h: Handles, per_thread: u64, seed: u64, progress: &Progress)
                 assert!(m.process_resident > 0 && m.peak >= m.allocated, "{m:?}");
             }
             28..=35 => {
-                // SAFETY: sda_selection is repr(C) of `kind` (an sda_device_kind whose 0 is Cpu), an
-                // i32, a bool and c_char arrays (zero = empty string): all-zero bytes are valid.
-                let mut sel: sda_selection = unsafe { std::mem::zeroed() };
+                let mut sel: sda_selection =
+                    sda::sized::initialised(sda::device::sda_selection_init);
                 assert_eq!(
                     sda_select_device(h.context, c"cpu".as_ptr(), &mut sel),
                     Status::SDA_OK
                 );
                 assert_eq!(cstr(sel.device.as_ptr()), "cpu");
-                assert!(!sel.fell_back);
+                assert_eq!(sel.fell_back, 0);
             }
             36..=47 => {
                 // Every value read is one that some thread wrote (or the default 0).
@@ -262,9 +260,9 @@ fn worker(t: usize, h: Handles, per_thread: u64, seed: u64, progress: &Progress)
                     calls: 0,
                     code: code as i32,
                 };
-                let mut options = sda_guard_options_default();
+                let mut options = sda::sized::initialised(sda_guard_options_init);
                 options.batch_size = 1 + rng.below(64) as u32;
-                let mut report = sda_run_report_default();
+                let mut report = sda::sized::initialised(sda_run_report_init);
                 let s = sda_guarded_run(
                     h.context,
                     Some(tiny_work),
@@ -279,10 +277,10 @@ fn worker(t: usize, h: Handles, per_thread: u64, seed: u64, progress: &Progress)
             }
             84..=89 => {
                 let mut work = Work { calls: 0, code: 0 };
-                let mut options = sda_guard_options_default();
+                let mut options = sda::sized::initialised(sda_guard_options_init);
                 options.batch_size = 16;
                 options.max_attempts = 16;
-                let mut report = sda_run_report_default();
+                let mut report = sda::sized::initialised(sda_run_report_init);
                 let s = sda_guarded_run_batched(
                     h.context,
                     Some(batched_work),

@@ -31,5 +31,5 @@ rm -rf "$work/python/tests"
 
 unset LD_LIBRARY_PATH SDA_BACKEND SDA_CONFIG SDA_DEVICE
 cd "$work"
-SDA_LIBRARY="$prefix/lib/libsda.so.0" SDA_TEST_PREFIX="$prefix" SDA_TEST_REPO="$repo" PYTHONDONTWRITEBYTECODE=1 \
+SDA_LIBRARY="$prefix/lib/libsda.so.0.2" SDA_TEST_PREFIX="$prefix" SDA_TEST_REPO="$repo" PYTHONDONTWRITEBYTECODE=1 \
   "$python" -m pytest -q -p no:cacheprovider --rootdir "$here" -c "$here/pyproject.toml" "$here/tests"

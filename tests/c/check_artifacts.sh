@@ -19,6 +19,7 @@ if ldd "$lib" | grep -i torch; then
   echo "$lib links libtorch"; fail=1
 fi
 soname=$(objdump -p "$lib" | awk '/SONAME/ {print $2}')
-[[ "$soname" =~ ^libsda\.so\.[0-9]+$ ]] || { echo "SONAME is '$soname', expected libsda.so.<major>"; fail=1; }
+# The ABI version: libsda.so.<major> from 1.0 on, libsda.so.0.<minor> before it.
+[[ "$soname" =~ ^libsda\.so\.([1-9][0-9]*|0\.[0-9]+)$ ]] || { echo "SONAME is '$soname', expected libsda.so.<major> or libsda.so.0.<minor>"; fail=1; }
 echo "exports: $(wc -l <<<"$exports") sda_* symbols; SONAME $soname; no libtorch in ldd"
 exit $fail

@@ -35,9 +35,13 @@ static void test_null_pointers(sda_config *config, sda_context *context) {
     sda_config *c = NULL;
     sda_context *x = NULL;
     sda_selection sel;
+    SDA_SELECTION_INIT(&sel);
     sda_device_details dev;
+    SDA_DEVICE_DETAILS_INIT(&dev);
     sda_memory_figures mem;
+    SDA_MEMORY_FIGURES_INIT(&mem);
     sda_backend_details be;
+    SDA_BACKEND_DETAILS_INIT(&be);
     char buf[64];
     size_t needed = 0, count = 0;
 
@@ -83,6 +87,7 @@ static void test_null_pointers(sda_config *config, sda_context *context) {
 static void test_invalid_utf8(sda_config *config, sda_context *context) {
     sda_config *c = NULL;
     sda_selection sel;
+    SDA_SELECTION_INIT(&sel);
     char buf[64];
     CHECK_STATUS(sda_config_load(BAD_UTF8, &c), SDA_ERR_INVALID_UTF8);
     CHECK_MESSAGE_CONTAINS("path");
@@ -97,7 +102,9 @@ static void test_invalid_utf8(sda_config *config, sda_context *context) {
 
 static void test_preferences(sda_context *context) {
     sda_selection sel;
+    SDA_SELECTION_INIT(&sel);
     sda_device_details devices[16];
+    SDA_DEVICE_DETAILS_INIT(&devices[0]);
     size_t count = 0;
     const char *malformed[] = {"", "   ", "tpu", "cuda:x", "cuda:", "cpu:0", "gpu"};
     size_t i;
@@ -146,7 +153,9 @@ static void test_strict_mode(void) {
     sda_config *config = NULL;
     sda_context *context = NULL;
     sda_selection sel;
+    SDA_SELECTION_INIT(&sel);
     sda_device_details devices[16];
+    SDA_DEVICE_DETAILS_INIT(&devices[0]);
     size_t count = 0;
     CHECK_STATUS(sda_config_load_str("[hardware]\nstrict = true\n", &config), SDA_OK);
     CHECK_STATUS(sda_context_new(config, &context), SDA_OK);
@@ -260,8 +269,11 @@ static void test_config_files(void) {
 
 static void test_info_and_memory(sda_context *context) {
     sda_selection sel;
+    SDA_SELECTION_INIT(&sel);
     sda_device_details dev;
+    SDA_DEVICE_DETAILS_INIT(&dev);
     sda_memory_figures mem;
+    SDA_MEMORY_FIGURES_INIT(&mem);
     CHECK_STATUS(sda_select_device(context, "cpu", &sel), SDA_OK);
     CHECK_STATUS(sda_device_info(context, &dev), SDA_OK);
     CHECK(dev.kind == SDA_DEVICE_KIND_CPU && dev.name[0] != 0);
@@ -278,6 +290,7 @@ int main(void) {
     sda_config *config = NULL;
     sda_context *context = NULL;
     sda_backend_details backend;
+    SDA_BACKEND_DETAILS_INIT(&backend);
 
     /* Never inherit a device override from the environment running the tests. */
     unsetenv("SDA_DEVICE");

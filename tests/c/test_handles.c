@@ -33,8 +33,12 @@ static int config_calls(sda_config *config) {
     char buf[64];
     size_t needed = 0;
     sda_context *ctx = NULL;
-    sda_probe_options options = sda_probe_options_default();
-    sda_probe_result result = sda_probe_result_default();
+    sda_probe_options options;
+    SDA_PROBE_OPTIONS_INIT(&options);
+    SDA_PROBE_OPTIONS_INIT(&options);
+    sda_probe_result result;
+    SDA_PROBE_RESULT_INIT(&result);
+    SDA_PROBE_RESULT_INIT(&result);
     int refused = 0;
     refused += sda_config_get(config, "hardware.device", buf, sizeof buf, &needed) == SDA_ERR_INVALID_HANDLE;
     refused += sda_config_set(config, "hardware.device", "cpu") == SDA_ERR_INVALID_HANDLE;
@@ -51,13 +55,25 @@ static int config_calls(sda_config *config) {
 /* Every function that takes a context; returns how many said SDA_ERR_INVALID_HANDLE. */
 static int context_calls(sda_context *context) {
     sda_selection sel;
+    SDA_SELECTION_INIT(&sel);
     sda_device_details dev;
+    SDA_DEVICE_DETAILS_INIT(&dev);
     sda_memory_figures mem;
-    sda_run_report report = sda_run_report_default();
-    sda_worker_plan plan = sda_worker_plan_default();
-    sda_recommendation rec = sda_recommendation_default();
-    sda_probe_result result = sda_probe_result_default();
+    SDA_MEMORY_FIGURES_INIT(&mem);
+    sda_run_report report;
+    SDA_RUN_REPORT_INIT(&report);
+    SDA_RUN_REPORT_INIT(&report);
+    sda_worker_plan plan;
+    SDA_WORKER_PLAN_INIT(&plan);
+    SDA_WORKER_PLAN_INIT(&plan);
+    sda_recommendation rec;
+    SDA_RECOMMENDATION_INIT(&rec);
+    SDA_RECOMMENDATION_INIT(&rec);
+    sda_probe_result result;
+    SDA_PROBE_RESULT_INIT(&result);
+    SDA_PROBE_RESULT_INIT(&result);
     sda_problem problems[4];
+    SDA_PROBLEM_INIT(&problems[0]);
     char buf[256];
     size_t needed = 0, count = 0;
     int refused = 0;
@@ -142,6 +158,7 @@ static void test_stale_handles_never_reach_new_objects(void) {
     /* Every new object is intact and freed exactly once. */
     for (i = 0; i < N; i++) {
         sda_device_details dev;
+        SDA_DEVICE_DETAILS_INIT(&dev);
         CHECK_STATUS(sda_config_get(fresh[i], "hardware.device", buf, sizeof buf, &needed), SDA_OK);
         CHECK(strcmp(buf, "cpu") == 0);
         CHECK_STATUS(sda_device_info(fresh_ctx[i], &dev), SDA_OK);
@@ -156,6 +173,7 @@ static void test_free_order(void) {
     sda_config *config = NULL;
     sda_context *context = NULL;
     sda_memory_figures mem;
+    SDA_MEMORY_FIGURES_INIT(&mem);
     char buf[64];
     size_t needed = 0;
     CHECK_STATUS(sda_config_new(&config), SDA_OK);
@@ -180,9 +198,13 @@ static int32_t free_own_context(void *user_data) {
 
 static void test_free_inside_a_callback(void) {
     sda_context *context = NULL;
-    sda_run_report report = sda_run_report_default();
+    sda_run_report report;
+    SDA_RUN_REPORT_INIT(&report);
+    SDA_RUN_REPORT_INIT(&report);
     sda_device_details dev;
+    SDA_DEVICE_DETAILS_INIT(&dev);
     sda_selection sel;
+    SDA_SELECTION_INIT(&sel);
     CHECK_STATUS(sda_context_new(NULL, &context), SDA_OK);
     CHECK_STATUS(sda_select_device(context, "cpu", &sel), SDA_OK);
     CHECK_STATUS(sda_guarded_run(context, free_own_context, &context, NULL, &report), SDA_OK);

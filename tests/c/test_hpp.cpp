@@ -265,7 +265,7 @@ void test_plan_workers(const sda::context &ctx) {
           std::atoi(vars[0].second.c_str()) >= 1);
 
     // The environment agrees with the C call's.
-    sda_worker_plan c_plan = sda_worker_plan_default();
+    sda_worker_plan c_plan = sda::make<sda_worker_plan>();
     char env[512];
     CHECK_STATUS(sda_plan_workers(ctx.handle(), "cpu", 3, 2, &c_plan, env, sizeof env, nullptr),
                  SDA_OK);
@@ -294,7 +294,7 @@ void test_plan_workers(const sda::context &ctx) {
           SDA_ERR_INVALID_ARGUMENT);
 
     // env_vars() of a hand-made plan: several lines, '=' inside a value, a line without '='.
-    sda::worker_plan made{sda_worker_plan_default(), "RANK=0\nMASTER_ADDR=a=b\nODD\n"};
+    sda::worker_plan made{sda::make<sda_worker_plan>(), "RANK=0\nMASTER_ADDR=a=b\nODD\n"};
     const auto made_vars = made.env_vars();
     CHECK(made_vars.size() == 3);
     CHECK(made_vars.size() == 3 && made_vars[0].first == "RANK" && made_vars[0].second == "0" &&
@@ -982,9 +982,86 @@ void test_workload_and_backend(const sda::context &ctx) {
     }
 }
 
+// sda::model: load, info, run, the probe and guarded-run overloads, errors as sda::error with the
+// model's words, RAII and moves. `dir` holds conv.pt and fixed.pt (model_gen.py).
+void test_model(const sda::context &ctx, const std::string &dir) {
+    sda::model m(ctx, dir + "/conv.pt", {2, 1000});
+    CHECK(static_cast<bool>(m));
+    const sda_model_details details = m.info();
+    CHECK(details.format == SDA_MODEL_FORMAT_TORCHSCRIPT && details.kind == SDA_DEVICE_KIND_CPU);
+    CHECK(details.dtype == SDA_DTYPE_F32 && details.train == 0);
+    CHECK(details.param_bytes > 0 && details.resident_bytes >= details.param_bytes);
+    m.run(2);
+    const sda::Model trained(ctx, dir + "/conv.pt", {2, 1000}, SDA_DTYPE_F32, true);
+    CHECK(trained.info().train == 1);
+    trained.run(2);
+
+    // The probe, with and without progress; its answer runs.
+    sda_probe_options options = sda::probe_options(std::uint64_t{64} << 20);
+    options.max_batch = 64;
+    const sda_probe_result fits = sda::probe_batch(ctx, m, options);
+    CHECK(fits.max_batch >= 1 && fits.recommended_batch <= fits.max_batch);
+    m.run(fits.recommended_batch);
+    unsigned calls = 0;
+    const sda_probe_result tracked =
+        sda::probe_batch(ctx, m, [&calls](const sda_probe_progress &) { ++calls; }, options);
+    CHECK(calls == tracked.runs);
+    CHECK(code_thrown([&] {
+              (void)sda::probe_batch(ctx, m, [](const sda_probe_progress &) { return false; },
+                                     options);
+          }) == SDA_ERR_CANCELLED);
+
+    // Guarded runs: one attempt, and batched retries of a batch that fits.
+    sda_guard_options guard = sda::guard_options(4);
+    guard.max_attempts = 1;
+    sda_run_report report{};
+    CHECK_STATUS(sda::guarded_run(ctx, m, &report, guard), SDA_OK);
+    CHECK(report.attempted_batch == 4 && report.attempts == 1);
+    guard.max_attempts = 4;
+    CHECK_STATUS(sda::guarded_run(ctx, trained, nullptr, guard), SDA_OK);
+    guard.batch_size = 0;
+    CHECK_STATUS(sda::guarded_run(ctx, m, &report, guard), SDA_ERR_INVALID_ARGUMENT);
+
+    // Bad input: sda::error with the model's words.
+    CHECK(code_thrown([&] { sda::model missing(ctx, dir + "/no_such_model.pt", {2, 100}); }) ==
+          SDA_ERR_INVALID_ARGUMENT);
+    CHECK(std::string(sda::last_error_message()).find("no_such_model.pt") != std::string::npos);
+    const sda::model wrong(ctx, dir + "/conv.pt", {3, 100});
+    CHECK(code_thrown([&] { wrong.run(2); }) == SDA_ERR_INVALID_ARGUMENT);
+    const sda::model fixed(ctx, dir + "/fixed.pt", {2, 100});
+    fixed.run(1);
+    CHECK(code_thrown([&] { fixed.run(4); }) == SDA_ERR_INVALID_ARGUMENT);
+    CHECK(std::string(sda::last_error_message()).find("accepts only its traced batch") !=
+          std::string::npos);
+    options.min_batch = 2;
+    CHECK(code_thrown([&] { (void)sda::probe_batch(ctx, fixed, options); }) ==
+          SDA_ERR_INVALID_ARGUMENT);
+
+    // RAII: a moved-from model holds no handle and is refused; options filled by hand load too.
+    sda::model moved = std::move(m);
+    CHECK(!m && moved);
+    CHECK(code_thrown([&] { m.run(1); }) == SDA_ERR_NULL_POINTER);
+    CHECK(code_thrown([&] { (void)m.info(); }) == SDA_ERR_NULL_POINTER);
+    const std::string path = dir + "/conv.pt";
+    const std::uint64_t shape[2] = {2, 100};
+    sda_model_options raw = sda::make<sda_model_options>();
+    raw.path = path.c_str();
+    raw.input_shape = shape;
+    raw.input_rank = 2;
+    raw.dtype = SDA_DTYPE_BF16;
+    const sda::model bf16(ctx, raw);
+    CHECK(bf16.info().dtype == SDA_DTYPE_BF16);
+    CHECK(code_thrown([&] { bf16.run(1); }) == SDA_ERR_INVALID_ARGUMENT);
+    // A released handle is the caller's to free; freed, it is refused.
+    sda_model *handle = moved.release();
+    CHECK(!moved && handle != nullptr);
+    CHECK_STATUS(sda_model_free(handle), SDA_OK);
+    CHECK(code_thrown([&] { sda::model(handle).run(1); }) == SDA_ERR_INVALID_HANDLE);
+}
+
 }  // namespace
 
-int main() {
+int main(int argc, char **argv) {
     // The tests must not depend on the machine's configuration.
     unsetenv("SDA_CONFIG");
     unsetenv("SDA_DEVICE");
@@ -1016,6 +1093,11 @@ int main() {
         test_probe_progress(ctx);
         test_probe_builtin(ctx);
         test_workload_and_backend(ctx);
+        if (argc > 1) {
+            test_model(ctx, argv[1]);
+        } else {
+            std::printf("test_hpp: no model directory given, sda::model not tested\n");
+        }
     } catch (const std::exception &e) {
         std::fprintf(stderr, "unexpected exception: %s\n", e.what());
         return 1;

@@ -60,6 +60,7 @@ static void *select_in_a_loop(void *unused) {
     (void)unused;
     while (!atomic_load(&stop_selecting)) {
         sda_selection selection;
+        SDA_SELECTION_INIT(&selection);
         /* Falls back to the CPU with a warning: there is no MPS on Linux. */
         (void)sda_select_device(shared_ctx, "mps", &selection);
     }
@@ -103,6 +104,7 @@ static void reentrant_callback(void *user_data, sda_log_level level, const char 
     if (depth > atomic_load(&reentrant_max_depth)) atomic_store(&reentrant_max_depth, depth);
     atomic_fetch_add(&reentrant_calls, 1);
     sda_selection selection;
+    SDA_SELECTION_INIT(&selection);
     /* Each of these logs (a fallback warning, the backend being loaded) from inside the callback. */
     (void)sda_select_device(shared_ctx, "mps", &selection);
     (void)sda_backend_load(shared_ctx);
@@ -126,6 +128,7 @@ static void a_callback_may_call_back_into_libsda(void) {
     /* The first load of the backend in this process: the loader logs while it loads. */
     CHECK_STATUS(sda_backend_load(shared_ctx), SDA_OK);
     sda_selection selection;
+    SDA_SELECTION_INIT(&selection);
     CHECK_STATUS(sda_select_device(shared_ctx, "mps", &selection), SDA_OK);
     CHECK_STATUS(sda_set_log_callback(NULL, NULL), SDA_OK);
     alarm(0);

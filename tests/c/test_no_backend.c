@@ -14,8 +14,11 @@ int main(void) {
     sda_config *config = NULL;
     sda_context *context = NULL;
     sda_selection sel;
+    SDA_SELECTION_INIT(&sel);
     sda_device_details dev;
+    SDA_DEVICE_DETAILS_INIT(&dev);
     sda_memory_figures mem;
+    SDA_MEMORY_FIGURES_INIT(&mem);
     char buf[64];
 
     unsetenv("SDA_BACKEND");

@@ -13,8 +13,12 @@
 static const char BAD_UTF8[] = {'c', 'p', (char)0xff, 'u', 0};
 
 static void test_plan(sda_context *context) {
-    sda_worker_plan plan = sda_worker_plan_default();
-    sda_worker_plan wrong = sda_worker_plan_default();
+    sda_worker_plan plan;
+    SDA_WORKER_PLAN_INIT(&plan);
+    SDA_WORKER_PLAN_INIT(&plan);
+    sda_worker_plan wrong;
+    SDA_WORKER_PLAN_INIT(&wrong);
+    SDA_WORKER_PLAN_INIT(&wrong);
     char env[512];
     char tiny[4];
     size_t needed = 0;
@@ -47,12 +51,12 @@ static void test_plan(sda_context *context) {
     CHECK_MESSAGE_CONTAINS("worker id 3 is out of range");
     CHECK_MESSAGE_CONTAINS("0..=2");
     CHECK_STATUS(sda_plan_workers(context, "cpu", 100000, 0, &plan, NULL, 0, NULL), SDA_ERR_INVALID_ARGUMENT);
-    wrong.struct_size = 8;
+    wrong.struct_size = 6; /* ends inside the field after struct_size */
     CHECK_STATUS(sda_plan_workers(context, "cpu", 1, 0, &wrong, NULL, 0, NULL), SDA_ERR_INVALID_ARGUMENT);
     CHECK_MESSAGE_CONTAINS("struct_size");
 
     /* A cpu pool: every worker on the cpu, no ranks, its share of the cores. */
-    plan = sda_worker_plan_default();
+    SDA_WORKER_PLAN_INIT(&plan);
     CHECK_STATUS(sda_plan_workers(context, "CPU", 3, 2, &plan, env, sizeof env, &needed), SDA_OK);
     CHECK(plan.strategy == SDA_PLAN_STRATEGY_CPU && plan.kind == SDA_DEVICE_KIND_CPU);
     CHECK(plan.workers == 3 && plan.worker_id == 2 && plan.world_size == 3);
@@ -64,7 +68,7 @@ static void test_plan(sda_context *context) {
     CHECK(needed == strlen(env) + 1);
 
     /* Too small an env buffer: the size, and the plan untouched. */
-    plan = sda_worker_plan_default();
+    SDA_WORKER_PLAN_INIT(&plan);
     CHECK_STATUS(sda_plan_workers(context, "cpu", 3, 2, &plan, tiny, sizeof tiny, &needed),
                  SDA_ERR_BUFFER_TOO_SMALL);
     CHECK(needed > sizeof tiny);
@@ -78,8 +82,12 @@ static void test_plan(sda_context *context) {
 }
 
 static void test_recommend(sda_context *context) {
-    sda_recommendation r = sda_recommendation_default();
-    sda_recommendation wrong = sda_recommendation_default();
+    sda_recommendation r;
+    SDA_RECOMMENDATION_INIT(&r);
+    SDA_RECOMMENDATION_INIT(&r);
+    sda_recommendation wrong;
+    SDA_RECOMMENDATION_INIT(&wrong);
+    SDA_RECOMMENDATION_INIT(&wrong);
 
     CHECK(r.struct_size == sizeof(sda_recommendation));
     CHECK_STATUS(sda_recommend(NULL, 0, &r), SDA_ERR_NULL_POINTER);
@@ -105,7 +113,9 @@ static void test_recommend(sda_context *context) {
 static void test_recommend_with_probe_and_tiers(void) {
     sda_config *config = NULL;
     sda_context *context = NULL;
-    sda_recommendation r = sda_recommendation_default();
+    sda_recommendation r;
+    SDA_RECOMMENDATION_INIT(&r);
+    SDA_RECOMMENDATION_INIT(&r);
     const char *toml =
         "[hardware]\ndevice = \"cpu\"\nmax_batch_size = 300\n"
         "[[tiers]]\ndevice = \"cpu\"\nmin_memory_gb = 0\nmax_memory_gb = 1\nbatch_size = 8\n"
@@ -132,6 +142,7 @@ static void test_recommend_with_probe_and_tiers(void) {
 
 static void test_validate(sda_context *context) {
     sda_problem problems[32];
+    SDA_PROBLEM_INIT(&problems[0]);
     size_t count = 99, i;
 
     CHECK_STATUS(sda_validate_environment(NULL, false, problems, 32, &count), SDA_ERR_NULL_POINTER);
@@ -202,6 +213,7 @@ static void test_report(sda_context *context) {
 
 static void test_validate_with_backend(sda_context *context) {
     sda_problem problems[32];
+    SDA_PROBLEM_INIT(&problems[0]);
     size_t count = 0, i;
     CHECK_STATUS(sda_validate_environment(context, true, problems, 32, &count), SDA_OK);
     CHECK(mapped("libtorch_cpu.so") == 1);

@@ -45,8 +45,13 @@ int main(void) {
     sda_config *config = NULL;
     sda_context *context = NULL;
     sda_selection sel;
-    sda_probe_options options = sda_probe_options_default();
-    sda_probe_result result = sda_probe_result_default();
+    SDA_SELECTION_INIT(&sel);
+    sda_probe_options options;
+    SDA_PROBE_OPTIONS_INIT(&options);
+    SDA_PROBE_OPTIONS_INIT(&options);
+    sda_probe_result result;
+    SDA_PROBE_RESULT_INIT(&result);
+    SDA_PROBE_RESULT_INIT(&result);
     int runs = 0;
     char buf[32];
 
@@ -59,14 +64,14 @@ int main(void) {
     CHECK_STATUS(sda_probe_batch(context, &options, NULL), SDA_ERR_NULL_POINTER);
     options.struct_size = 3;
     CHECK_STATUS(sda_probe_batch(context, &options, &result), SDA_ERR_INVALID_ARGUMENT);
-    CHECK_MESSAGE_CONTAINS("sda_probe_options_default");
-    options = sda_probe_options_default();
+    CHECK_MESSAGE_CONTAINS("sda_probe_options_init");
+    SDA_PROBE_OPTIONS_INIT(&options);
     options.min_batch = 10;
     options.max_batch = 5;
     CHECK_STATUS(sda_probe_batch(context, &options, &result), SDA_ERR_INVALID_ARGUMENT);
 
     /* The host's own workload, 1 MiB per sample, against a 64 MiB budget. */
-    options = sda_probe_options_default();
+    SDA_PROBE_OPTIONS_INIT(&options);
     options.budget_bytes = 64u * MIB;
     options.custom_workload = touch_mib_per_sample;
     options.workload_user_data = &runs;

@@ -21,6 +21,8 @@ int main(void) {
     sda_backend_details backend;
     sda_status status;
     int exit_code = 1;
+    SDA_SELECTION_INIT(&selection);
+    SDA_BACKEND_DETAILS_INIT(&backend);
 
     printf("libsda %s (header %s)\n", sda_version(), SDA_VERSION_STRING);
     if (strcmp(sda_version(), SDA_VERSION_STRING) != 0) {

@@ -1,30 +1,37 @@
 #!/usr/bin/env bash
 # Tests an installed libsda prefix the way hosts use it, without LD_LIBRARY_PATH:
 #
-#   usage: tests/install/run.sh PREFIX          (PREFIX: what `make install PREFIX=...` wrote)
+#   usage: tests/install/run.sh PREFIX [BUNDLED_PREFIX]
+#          (PREFIX: what `make install PREFIX=...` wrote; BUNDLED_PREFIX: `make install BUNDLE_LIBTORCH=1`)
 #
-#  1. layout: versioned file, relative SONAME symlinks, backend beside the core, SONAME libsda.so.<major>
+#  1. layout: versioned file, relative SONAME symlinks, backend beside the core, SONAME libsda.so.<major> (libsda.so.0.<minor> before 1.0)
 #  2. the CMake consumer (tests/cmake_consumer: find_package + sda::sda / sda::static), run
-#  3. sdaConfigVersion.cmake: accepts 0.1 and 0, rejects a newer major (1.0) and a newer minor (0.2)
+#  3. sdaConfigVersion.cmake: before 1.0 accepts 0.<minor> only (rejects 0.<minor±1> and 1.0); after, the major
 #  4. a host built with `pkg-config --cflags --libs sda`, run
 #  5. every program in examples/ built against the prefix (C as C, C++ as C++) and run
 #  6. `make install` with DESTDIR, then the staged prefix moved elsewhere: a program inside it, the
 #     CMake consumer and a pkg-config build all still find libsda and its backend in the new place
 #  7. the README's C++ quick start, extracted, compiled against the prefix and run
+#  8. (with BUNDLED_PREFIX; as root) libtorch found at run time, both prefixes moved and the build
+#     tree's torch/lib hidden in a private mount namespace: tests/install/libtorch_discovery.sh
 #
 # Every run prints the backend module it loaded; it must be the one inside the prefix under test.
 set -euo pipefail
 
-[ $# -eq 1 ] || { echo "usage: $0 PREFIX" >&2; exit 2; }
+[ $# -eq 1 ] || [ $# -eq 2 ] || { echo "usage: $0 PREFIX [BUNDLED_PREFIX]" >&2; exit 2; }
 prefix=$(cd "$1" && pwd -P)
+bundled_prefix=${2:+$(cd "$2" && pwd -P)}
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 # Nothing from the caller's environment may help the programs find libsda or its backend.
-unset LD_LIBRARY_PATH SDA_BACKEND SDA_CONFIG SDA_DEVICE SDA_LIBRARY PKG_CONFIG_PATH CMAKE_PREFIX_PATH
+unset LD_LIBRARY_PATH SDA_BACKEND SDA_LIBTORCH SDA_CONFIG SDA_DEVICE SDA_LIBRARY PKG_CONFIG_PATH CMAKE_PREFIX_PATH
 
 version=$(sed -n 's/^#define SDA_VERSION_STRING "\(.*\)"/\1/p' "$prefix/include/sda.h")
 major=${version%%.*}
+minor=$(cut -d. -f2 <<<"$version")
+# The ABI version (SONAME suffix): the major from 1.0 on, major.minor before it.
+if [ "$major" = 0 ]; then abi="0.$minor"; else abi=$major; fi
 started=$SECONDS
 step() { printf '\n== %s (%d s)\n' "$*" $((SECONDS - started)); }
 die() { printf 'FAIL: %s\n' "$*" >&2; exit 1; }
@@ -44,8 +51,8 @@ expect_backend() {
 # The libsda a dynamically linked program resolves: `resolves_to PROGRAM PREFIX_DIR`.
 resolves_to() {
   local resolved
-  resolved=$(ldd "$1" | awk -v so="libsda.so.$major" '$1 == so {print $3}')
-  [ -n "$resolved" ] || die "$1 does not need libsda.so.$major (ldd: $(ldd "$1" | tr '\n' ' '))"
+  resolved=$(ldd "$1" | awk -v so="libsda.so.$abi" '$1 == so {print $3}')
+  [ -n "$resolved" ] || die "$1 does not need libsda.so.$abi (ldd: $(ldd "$1" | tr '\n' ' '))"
   [ "$(realpath "$resolved")" = "$2/lib/libsda.so.$version" ] || die "$1 resolves libsda to $resolved, not $2/lib"
 }
 
@@ -54,18 +61,24 @@ for f in "lib/libsda.so.$version" lib/libsda_torch.so lib/libsda.a bin/sda inclu
          lib/cmake/sda/sdaConfig.cmake lib/cmake/sda/sdaConfigVersion.cmake lib/pkgconfig/sda.pc; do
   [ -f "$prefix/$f" ] || die "missing $f"
 done
-[ "$(readlink "$prefix/lib/libsda.so.$major")" = "libsda.so.$version" ] || die "libsda.so.$major does not link to libsda.so.$version"
-[ "$(readlink "$prefix/lib/libsda.so")" = "libsda.so.$major" ] || die "libsda.so does not link to libsda.so.$major"
+[ "$(readlink "$prefix/lib/libsda.so.$abi")" = "libsda.so.$version" ] || die "libsda.so.$abi does not link to libsda.so.$version"
+[ "$(readlink "$prefix/lib/libsda.so")" = "libsda.so.$abi" ] || die "libsda.so does not link to libsda.so.$abi"
 soname=$(objdump -p "$prefix/lib/libsda.so.$version" | awk '$1 == "SONAME" {print $2}')
-[ "$soname" = "libsda.so.$major" ] || die "SONAME is '$soname', expected libsda.so.$major"
+[ "$soname" = "libsda.so.$abi" ] || die "SONAME is '$soname', expected libsda.so.$abi"
 echo "    objdump -p: SONAME $soname"
 # The core must not point into the build tree: it finds its backend beside itself, wherever it is.
 if objdump -p "$prefix/lib/libsda.so.$version" | grep -qE '^ *(RPATH|RUNPATH)'; then
   die "libsda.so has an rpath: $(objdump -p "$prefix/lib/libsda.so.$version" | grep -E 'RPATH|RUNPATH')"
 fi
-echo "    backend rpath (its libtorch): $(objdump -p "$prefix/lib/libsda_torch.so" | awk '$1 == "RUNPATH" || $1 == "RPATH" {print $2}')"
+# Nor does the backend: its run path is relative (a bundled libtorch); the core finds libtorch itself.
+for module in "$prefix"/lib/libsda_torch*.so; do
+  runpath=$(objdump -p "$module" | awk '$1 == "RUNPATH" || $1 == "RPATH" {print $2}')
+  # shellcheck disable=SC2016 # $ORIGIN is for the dynamic loader
+  [ "$runpath" = '$ORIGIN/sda/libtorch/lib' ] || die "$(basename "$module") has the run path '$runpath', expected \$ORIGIN/sda/libtorch/lib"
+  echo "    $(basename "$module") run path: $runpath"
+done
 
-step "2. CMake consumer (find_package(sda 0.1) + sda::sda / sda::static)"
+step "2. CMake consumer (find_package(sda 0.2) + sda::sda / sda::static)"
 cmake -S "$repo/tests/cmake_consumer" -B "$work/consumer" -DCMAKE_PREFIX_PATH="$prefix" >"$work/consumer.log" 2>&1 ||
   { cat "$work/consumer.log"; die "the CMake consumer does not configure"; }
 cmake --build "$work/consumer" >>"$work/consumer.log" 2>&1 || { cat "$work/consumer.log"; die "the CMake consumer does not build"; }
@@ -78,7 +91,7 @@ if out=$("$work/consumer/host_static" 2>&1); then die "host_static found a backe
 grep -q SDA_ERR_BACKEND_UNAVAILABLE <<<"$out" || die "host_static without SDA_BACKEND: $out"
 echo "    host_static without SDA_BACKEND: SDA_ERR_BACKEND_UNAVAILABLE, as documented"
 
-step "3. sdaConfigVersion.cmake (SameMajorVersion)"
+step "3. sdaConfigVersion.cmake (SameMinorVersion before 1.0, SameMajorVersion after)"
 mkdir -p "$work/version"
 cat >"$work/version/CMakeLists.txt" <<'EOF'
 cmake_minimum_required(VERSION 3.16)
@@ -86,12 +99,14 @@ project(version_probe C)
 find_package(sda ${REQUEST} REQUIRED)
 message(STATUS "sda ${sda_VERSION} accepted for ${REQUEST}")
 EOF
-for request in "$major.1" "$major" "$version"; do
+if [ "$major" = 0 ]; then accepted=("0.$minor" "$version"); rejected=("1.0" "0.$((minor + 1))" "0.$((minor - 1))");
+else accepted=("$major.0" "$major" "$version"); rejected=("$((major + 1)).0" "$major.$((minor + 1))"); fi
+for request in "${accepted[@]}"; do
   cmake -S "$work/version" -B "$work/version/b-$request" -DREQUEST="$request" -DCMAKE_PREFIX_PATH="$prefix" >"$work/v.log" 2>&1 ||
     { cat "$work/v.log"; die "find_package(sda $request) was rejected"; }
   echo "    find_package(sda $request): accepted"
 done
-for request in "$((major + 1)).0" "$major.$(( $(cut -d. -f2 <<<"$version") + 1 ))"; do
+for request in "${rejected[@]}"; do
   if cmake -S "$work/version" -B "$work/version/b-$request" -DREQUEST="$request" -DCMAKE_PREFIX_PATH="$prefix" >"$work/v.log" 2>&1; then
     die "find_package(sda $request) accepted version $version"
   fi
@@ -105,7 +120,9 @@ export PKG_CONFIG_PATH="$prefix/lib/pkgconfig"
 pkg-config --exists "sda >= $major.1" || die "pkg-config: sda >= $major.1 not satisfied"
 libdir=$(pkg-config --variable=libdir sda)
 # shellcheck disable=SC2046 # word splitting of pkg-config's flags is intended
-cc -Wall -Wextra -Werror -o "$work/host_pc" "$repo/tests/cmake_consumer/host.c" $(pkg-config --cflags --libs sda) -Wl,-rpath,"$libdir"
+# The one documented flag that makes the program run without LD_LIBRARY_PATH: rpath_flag.
+[ "$(pkg-config --variable=rpath_flag sda)" = "-Wl,-rpath,$libdir" ] || die "rpath_flag is '$(pkg-config --variable=rpath_flag sda)'"
+cc -Wall -Wextra -Werror -o "$work/host_pc" "$repo/tests/cmake_consumer/host.c" $(pkg-config --cflags --libs sda) $(pkg-config --variable=rpath_flag sda)
 resolves_to "$work/host_pc" "$prefix"
 expect_backend "$prefix" "$work/host_pc"
 unset PKG_CONFIG_PATH
@@ -179,5 +196,23 @@ unset PKG_CONFIG_PATH
 out=$("$work/readme_quickstart" 2>&1) || { printf '%s\n' "$out"; die "the README's C++ quick start failed"; }
 printf '%s\n' "$out" | sed 's/^/    /'
 grep -q '^device: ' <<<"$out" || die "the README's C++ quick start printed no device"
+
+if [ -n "$bundled_prefix" ]; then
+  step "8. libtorch found at run time (the build tree's torch hidden, both prefixes moved)"
+  { [ "$(id -u)" = 0 ] && command -v unshare >/dev/null; } || die "step 8 needs root and unshare (a private mount namespace)"
+  [ -f "$bundled_prefix/lib/sda/libtorch/lib/libtorch_cpu.so" ] || die "$bundled_prefix has no bundled libtorch"
+  echo "    bundle: $(du -sh "$bundled_prefix/lib/sda/libtorch" | cut -f1): $(ls "$bundled_prefix/lib/sda/libtorch/lib" | tr '\n' ' ')"
+  torch=$(bash "$repo/scripts/provision.sh")
+  torch_2_11=
+  if [ -f "$prefix/lib/libsda_torch-2.11.so" ]; then torch_2_11=$(bash "$repo/scripts/provision.sh" --torch 2.11.0); fi
+  # Moved: the plain prefix copied (the Python and Swift tests use it afterwards), the bundled one
+  # moved and moved back (these checks are its only user).
+  cp -a "$prefix" "$work/plain"
+  mv "$bundled_prefix" "$work/bundled"
+  trap '[ ! -d "$work/bundled" ] || mv "$work/bundled" "$bundled_prefix"; rm -rf "$work"' EXIT
+  WORK=$work REPO=$repo TORCH=$torch TORCH_2_11=$torch_2_11 VERSION=$(sed -n "s/^__version__ = '\([0-9.]*\).*/\1/p" "$torch/version.py") \
+    unshare -m bash "$repo/tests/install/libtorch_discovery.sh" || die "libtorch found at run time (step 8)"
+  mv "$work/bundled" "$bundled_prefix"
+fi
 
 printf '\ninstall tests passed (%d s)\n' $((SECONDS - started))

@@ -1,5 +1,5 @@
 """Shared fixtures. The suite runs against an installed libsda (run-tests.sh sets SDA_LIBRARY to
-<prefix>/lib/libsda.so.0 and SDA_TEST_PREFIX to the prefix) and the pip-installed package."""
+<prefix>/lib/libsda.so.0.2 and SDA_TEST_PREFIX to the prefix) and the pip-installed package."""
 
 from __future__ import annotations
 

@@ -73,10 +73,10 @@ def expected_ctypes(c_type: str) -> set[object]:
     base = plain.rstrip("*").strip()
     scalars = {
         "int32_t": ctypes.c_int32, "uint32_t": ctypes.c_uint32, "uint64_t": ctypes.c_uint64,
-        "size_t": ctypes.c_size_t, "bool": ctypes.c_bool, "sda_status": ctypes.c_int32,
+        "size_t": ctypes.c_size_t, "bool": ctypes.c_bool, "sda_bool": ctypes.c_uint32, "sda_status": ctypes.c_int32,
         "sda_device_kind": ctypes.c_int32, "sda_log_level": ctypes.c_int32, "sda_probe_stop": ctypes.c_int32,
         "sda_plan_strategy": ctypes.c_int32, "sda_launcher": ctypes.c_int32, "sda_severity": ctypes.c_int32,
-        "sda_verbosity": ctypes.c_int32,
+        "sda_verbosity": ctypes.c_int32, "sda_dtype": ctypes.c_int32, "sda_model_format": ctypes.c_int32,
         "double": ctypes.c_double,
     }
     if plain == "void":
@@ -127,7 +127,7 @@ def test_parameter_and_result_types_match_the_header(header):
 UNCHECKED_STATUS_FUNCTIONS = {
     "sda_classify_error", "sda_config_get", "sda_config_to_string", "sda_list_devices",
     "sda_guarded_run", "sda_guarded_run_batched", "sda_probe_batch", "sda_plan_workers", "sda_report",
-    "sda_report_json", "sda_validate_environment",
+    "sda_report_json", "sda_validate_environment", "sda_guarded_run_model",
 }
 
 
@@ -142,7 +142,8 @@ def _enum_values(header: str, enum_name: str, prefix: str) -> dict[str, int]:
     [("sda_status", "SDA_", sda.Status), ("sda_device_kind", "SDA_DEVICE_KIND_", sda.DeviceKind),
      ("sda_log_level", "SDA_LOG_LEVEL_", sda.LogLevel), ("sda_probe_stop", "SDA_PROBE_STOP_", sda.ProbeStop),
      ("sda_plan_strategy", "SDA_PLAN_STRATEGY_", sda.PlanStrategy), ("sda_launcher", "SDA_LAUNCHER_", sda.Launcher),
-     ("sda_severity", "SDA_SEVERITY_", sda.Severity), ("sda_verbosity", "SDA_VERBOSITY_", sda.Verbosity)],
+     ("sda_severity", "SDA_SEVERITY_", sda.Severity), ("sda_verbosity", "SDA_VERBOSITY_", sda.Verbosity),
+     ("sda_dtype", "SDA_DTYPE_", sda.Dtype), ("sda_model_format", "SDA_MODEL_FORMAT_", sda.ModelFormat)],
 )
 def test_enums_match_the_header(header, enum_name, c_prefix, py_enum):
     assert _enum_values(header, enum_name, c_prefix) == {m.name: m.value for m in py_enum}
@@ -158,6 +159,7 @@ def test_every_status_has_an_exception_class_and_name():
 def test_header_and_library_versions_agree(header):
     assert f'#define SDA_VERSION_STRING "{sda.version()}"' in header
     assert int(sda.version().split(".")[0]) == sda.ABI_MAJOR
+    assert _ffi.SONAME.endswith(".".join(sda.version().split(".")[:2]) if sda.version().startswith("0.") else sda.version().split(".")[0])
 
 
 @pytest.mark.skipif(shutil.which("cc") is None, reason="needs a C compiler")
@@ -184,7 +186,7 @@ def test_every_enum_of_the_header_is_mirrored(header):
     """A new enum in sda.h needs an IntEnum here and a line in test_enums_match_the_header."""
     enums = set(re.findall(r"\benum (sda_\w+)\s*(?:#|\{|:)", _strip_comments(header)))
     covered = {"sda_status", "sda_device_kind", "sda_log_level", "sda_probe_stop", "sda_plan_strategy",
-               "sda_launcher", "sda_severity", "sda_verbosity"}
+               "sda_launcher", "sda_severity", "sda_verbosity", "sda_dtype", "sda_model_format"}
     assert sorted(enums - covered) == []
 
 

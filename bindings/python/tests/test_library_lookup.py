@@ -22,7 +22,7 @@ def run_python(code: str, env: dict[str, str], **kwargs) -> subprocess.Completed
 
 
 def test_candidates_order(tmp_path):
-    assert _ffi.candidates({"SDA_LIBRARY": "/x/libsda.so.0"}) == ["/x/libsda.so.0"]
+    assert _ffi.candidates({"SDA_LIBRARY": "/x/libsda.so.0.2"}) == ["/x/libsda.so.0.2"]
     system = _ffi.candidates({})
     assert _ffi.SONAME in system
     bundled = str(Path(sda.__file__).parent / "_lib" / _ffi.SONAME)
@@ -32,14 +32,14 @@ def test_candidates_order(tmp_path):
 
 
 def test_sda_library_is_the_only_candidate_when_set():
-    result = run_python("import sda", {"SDA_LIBRARY": "/nonexistent/libsda.so.0"})
+    result = run_python("import sda", {"SDA_LIBRARY": "/nonexistent/libsda.so.0.2"})
     assert result.returncode != 0
-    assert "LibraryNotFoundError" in result.stderr and "/nonexistent/libsda.so.0" in result.stderr
+    assert "LibraryNotFoundError" in result.stderr and "/nonexistent/libsda.so.0.2" in result.stderr
     assert "SDA_LIBRARY" in result.stderr  # the message says how to fix it
 
 
 def test_sda_library_env(prefix):
-    result = run_python(PROBE, {"SDA_LIBRARY": str(prefix / "lib" / "libsda.so.0")})
+    result = run_python(PROBE, {"SDA_LIBRARY": str(prefix / "lib" / "libsda.so.0.2")})
     assert result.returncode == 0, result.stderr
     library, backend = result.stdout.split()
     assert Path(library).parent == (prefix / "lib").resolve()
@@ -47,12 +47,12 @@ def test_sda_library_env(prefix):
 
 
 def test_package_data(prefix, tmp_path):
-    """A wheel that bundles libsda: a copy of the package with libsda.so.0 and its backend in
+    """A wheel that bundles libsda: a copy of the package with libsda.so.0.2 and its backend in
     sda/_lib/ loads that copy, and the core finds the backend beside it."""
     package = tmp_path / "site" / "sda"
     shutil.copytree(Path(sda.__file__).parent, package, ignore=shutil.ignore_patterns("__pycache__"))
     (package / "_lib").mkdir(exist_ok=True)
-    shutil.copy2(prefix / "lib" / "libsda.so.0", package / "_lib" / "libsda.so.0")
+    shutil.copy2(prefix / "lib" / "libsda.so.0.2", package / "_lib" / "libsda.so.0.2")
     shutil.copy2(prefix / "lib" / "libsda_torch.so", package / "_lib" / "libsda_torch.so")
     result = run_python(PROBE, {"PYTHONPATH": str(tmp_path / "site")}, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
@@ -62,7 +62,7 @@ def test_package_data(prefix, tmp_path):
 
 
 def test_system_search_by_soname(prefix, tmp_path):
-    """Without SDA_LIBRARY or package data, the dynamic loader's search for libsda.so.0 decides;
+    """Without SDA_LIBRARY or package data, the dynamic loader's search for libsda.so.0.2 decides;
     LD_LIBRARY_PATH stands in here for an ldconfig'd system directory."""
     result = run_python(PROBE, {"LD_LIBRARY_PATH": str(prefix / "lib")}, cwd=tmp_path)
     if Path(sda.__file__).parent.joinpath("_lib", _ffi.SONAME).is_file():

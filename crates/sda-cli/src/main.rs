@@ -54,7 +54,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Find the largest batch of the built-in workload that fits the memory budget.
+    /// Find the largest batch of the built-in workload (or of a model file, --model) that fits the
+    /// memory budget.
     Probe {
         /// Device preference: auto, cpu, cuda, cuda:N, mps (default: the config's hardware.device).
         #[arg(long)]
@@ -75,6 +76,21 @@ enum Command {
         /// $SDA_CONFIG).
         #[arg(long)]
         save: bool,
+        /// Probe this model file instead of the built-in workload: a TorchScript module
+        /// (torch.jit.save) or an AOTInductor package (.pt2, inference only).
+        #[arg(long, requires = "input")]
+        model: Option<PathBuf>,
+        /// Shape of one input sample of --model, e.g. 2,88200 (the batch dimension is added in
+        /// front).
+        #[arg(long, requires = "model", value_parser = probe::parse_input)]
+        input: Option<probe::Shape>,
+        /// Element type of the model's input: f32, f16 or bf16.
+        #[arg(long, requires = "model", default_value = "f32", value_parser = probe::parse_dtype)]
+        dtype: sda_core::model::ModelDtype,
+        /// Run one training step per trial (forward, mean of the outputs as the loss, backward)
+        /// instead of inference.
+        #[arg(long, requires = "model")]
+        train: bool,
     },
 }
 
@@ -116,6 +132,10 @@ fn run(cli: Cli) -> sda_core::error::Result<ExitCode> {
             max,
             json,
             save,
+            model,
+            input,
+            dtype,
+            train,
         } => {
             let save = match (
                 save,
@@ -138,6 +158,12 @@ fn run(cli: Cli) -> sda_core::error::Result<ExitCode> {
                 max,
                 json,
                 save,
+                model: model.map(|path| sda_core::model::ModelWorkload {
+                    path,
+                    input_shape: input.map(|s| s.0).unwrap_or_default(),
+                    dtype,
+                    train,
+                }),
             };
             probe::run(config, args).map(|()| ExitCode::SUCCESS)
         }

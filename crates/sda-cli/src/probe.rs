@@ -1,11 +1,13 @@
-//! `sda probe`: the largest batch of the built-in workload that fits the memory budget.
+//! `sda probe`: the largest batch of the built-in workload, or of a model file (`--model PATH
+//! --input 2,88200 [--dtype f32|f16|bf16] [--train]`), that fits the memory budget.
 
 use indicatif::{ProgressBar, ProgressStyle};
 use sda_core::bytes::human_bytes;
 use sda_core::config::Config;
 use sda_core::context::Context;
 use sda_core::error::{Error, Result};
-use sda_core::probe::{self, ProbeOptions, ProbeProgress, ProbeResult};
+use sda_core::model::{LoadedModel, ModelDtype, ModelWorkload};
+use sda_core::probe::{self, ProbeOptions, ProbeProgress, ProbeResult, ProbeWorkload};
 use serde_json::json;
 use std::io::IsTerminal;
 use std::path::Path;
@@ -16,6 +18,36 @@ pub fn parse_size(text: &str) -> std::result::Result<u64, String> {
         .parse::<bytesize::ByteSize>()
         .map(|s| s.as_u64())
         .map_err(|e| format!("{text:?} is not a size like 512MiB or 2GiB ({e})"))
+}
+
+/// The shape of one sample (`--input`), one clap value.
+#[derive(Clone, Debug)]
+pub struct Shape(pub Vec<u64>);
+
+/// Parses `--input`: the shape of one sample, e.g. `2,88200`.
+pub fn parse_input(text: &str) -> std::result::Result<Shape, String> {
+    sda_core::model::parse_shape(text)
+        .map(Shape)
+        .map_err(|e| e.message().to_string())
+}
+
+/// Parses `--dtype`: `f32`, `f16` or `bf16`.
+pub fn parse_dtype(text: &str) -> std::result::Result<ModelDtype, String> {
+    ModelDtype::parse(text).map_err(|e| e.message().to_string())
+}
+
+/// The model part of the JSON result.
+fn model_json(m: &LoadedModel) -> serde_json::Value {
+    let w = m.workload();
+    json!({
+        "path": w.path.display().to_string(),
+        "format": m.format().as_str(),
+        "input_shape": w.input_shape,
+        "dtype": w.dtype.as_str(),
+        "train": w.train,
+        "param_bytes": m.param_bytes(),
+        "buffer_bytes": m.buffer_bytes(),
+    })
 }
 
 /// What `sda probe` was asked.
@@ -32,6 +64,8 @@ pub struct Args {
     pub json: bool,
     /// Store the recommended batch in this config file.
     pub save: Option<std::path::PathBuf>,
+    /// Probe this model instead of the built-in workload.
+    pub model: Option<ModelWorkload>,
 }
 
 /// Every field of the result under its documented JSON name (see README "sda probe").
@@ -109,16 +143,30 @@ pub fn run(config: Config, args: Args) -> Result<()> {
         }
         true
     };
-    let result = probe::probe(
-        &context,
-        ProbeOptions {
-            min_batch: args.min,
-            max_batch: args.max,
-            budget_bytes: args.budget.unwrap_or(0),
-            progress: Some(&mut progress),
-            ..ProbeOptions::default()
+    // Loaded before the first run and freed when the probe is done (dropped at the end of `run`).
+    let loaded = match &args.model {
+        Some(m) => match m.load(&context) {
+            Ok(loaded) => Some(loaded),
+            Err(e) => {
+                if let Some(bar) = &bar {
+                    bar.finish_and_clear();
+                }
+                return Err(e);
+            }
         },
-    );
+        None => None,
+    };
+    let mut options = ProbeOptions {
+        min_batch: args.min,
+        max_batch: args.max,
+        budget_bytes: args.budget.unwrap_or(0),
+        progress: Some(&mut progress),
+        ..ProbeOptions::default()
+    };
+    if let Some(m) = &loaded {
+        options.workload = ProbeWorkload::Model(m);
+    }
+    let result = probe::probe(&context, options);
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
@@ -127,10 +175,22 @@ pub fn run(config: Config, args: Args) -> Result<()> {
         save(path, &result)?;
     }
     if args.json {
-        let text = serde_json::to_string_pretty(&result_json(&result, &selection.device_string()))
-            .map_err(|e| Error::io(e.to_string()))?;
+        let mut value = result_json(&result, &selection.device_string());
+        if let (Some(m), Some(object)) = (&loaded, value.as_object_mut()) {
+            object.insert("model".to_string(), model_json(m));
+        }
+        let text = serde_json::to_string_pretty(&value).map_err(|e| Error::io(e.to_string()))?;
         println!("{text}");
     } else {
+        if let Some(m) = &loaded {
+            println!(
+                "Model:       {} ({}, {} of parameters and buffers)\nInput:       {}",
+                m.path().display(),
+                m.format().as_str(),
+                human_bytes(m.resident_bytes()),
+                m.workload().describe_input(None),
+            );
+        }
         println!(
             "Device:      {}\nMax batch:   {}{}\nRecommended: {} (keeps a {} margin)\n\
              Memory:      {} fixed + {} per sample; {} measured at the max batch ({} predicted)\n\

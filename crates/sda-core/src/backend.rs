@@ -7,18 +7,20 @@
 //! libtorch it resolved, and keeps it for the life of the process (libtorch cannot be unloaded safely).
 
 use crate::classify;
-use crate::elf;
 use crate::error::{Error, ErrorKind, Result};
+use crate::libtorch_discovery::{self as discovery, Module};
+pub use crate::libtorch_discovery::{parse_version_py, read_libtorch_version, LIBTORCH_ENV};
 use crate::log;
+use crate::platform;
 use crate::preference::DeviceKind;
 use sda_backend_abi as abi;
 use std::os::raw::c_char;
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
-/// File name of the backend module on this platform.
-pub const MODULE_FILE_NAME: &str = "libsda_torch.so";
+/// File name of the backend module on this platform (`libsda_torch.so`, `libsda_torch.dylib`,
+/// `sda_torch.dll`).
+pub const MODULE_FILE_NAME: &str = platform::MODULE_FILE_NAME;
 
 /// Environment variable that names the backend module explicitly (a file path).
 pub const BACKEND_ENV: &str = "SDA_BACKEND";
@@ -96,12 +98,17 @@ pub fn find_module(configured: &str) -> Result<PathBuf> {
 
 /// Loads the backend module (once per process) and returns it.
 ///
-/// `configured` is the config's `hardware.backend` (empty = not set); see `candidate_paths` for where
-/// the module is looked for. The configuration's `[environment]` is not this function's business: it
+/// `configured` is the config's `hardware.backend` (empty = not set); see `candidate_paths` for where the module is looked for and
+/// [`crate::libtorch_discovery`] for how its libtorch is found and which module is chosen. The configuration's `[environment]` is not this function's business: it
 /// was applied when the context was created (see [`crate::environment`]), before anything in the
 /// process could read it. Failures are not cached here, so a host that fixes its installation can
 /// try again (contexts keep their own failure, see `Context::backend`).
 pub fn load(configured: &str) -> Result<&'static Backend> {
+    load_with(configured, "")
+}
+
+/// [`load`] with the config's `hardware.libtorch` too (empty = not set).
+pub fn load_with(configured: &str, configured_libtorch: &str) -> Result<&'static Backend> {
     // Declared before the lock, so dropped after it: the host's log callback runs with the lock
     // released, and a callback that loads the backend itself cannot deadlock on it.
     let mut messages = log::Deferred::new();
@@ -110,65 +117,49 @@ pub fn load(configured: &str) -> Result<&'static Backend> {
         return Ok(backend);
     }
     LOAD_ATTEMPTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let path = find_module(configured)?;
-    refuse_another_mapped_libtorch(&path)?;
-    let preloaded = abi::mapped_library(abi::LIBTORCH_CPU).is_some();
-    let mut backend = open(&path)?;
+    let choice = choose_module(configured, configured_libtorch)?;
+    let preloaded = choice.libtorch.source == discovery::Source::Mapped;
+    discovery::preload(&choice.libtorch)?;
+    let mut backend = open(&choice.module.path)?;
     backend.info.libtorch_preloaded = preloaded;
     let backend: &'static Backend = Box::leak(Box::new(backend));
     messages.push(
         log::Level::Info,
         format!(
-            "loaded torch backend {} (libtorch {} from {})",
+            "loaded torch backend {} (libtorch {} from {}, {})",
             backend.info.module_path.display(),
             backend
                 .info
                 .loaded_libtorch_version
                 .as_deref()
                 .unwrap_or("of unknown version"),
-            backend.info.loaded_libtorch_path.display()
+            backend.info.loaded_libtorch_path.display(),
+            choice.libtorch.source.describe()
         ),
     );
     Ok(LOADED.get_or_init(|| backend))
 }
 
-/// The libtorch version the module at `module` was built against, read without opening it: the
-/// version of the libtorch its RUNPATH names (where the build linked it). `None` when that libtorch
-/// is no longer there or has no version file.
-fn built_libtorch_version(module: &Path) -> Option<String> {
-    elf::search_dirs(module)
-        .into_iter()
-        .map(|dir| dir.join(abi::LIBTORCH_CPU))
-        .find(|candidate| candidate.is_file())
-        .and_then(|libtorch| read_libtorch_version(&libtorch).0)
-}
-
-/// Refuses to open the module when the process already holds a libtorch (the host's own, or
-/// Python's after `import torch`) of another version than the module was built against: the loader
-/// would bind the module to that libtorch, and at best fail on a missing symbol, blaming the wrong
-/// thing; at worst run against an ABI it was not built for. A libtorch of the same version, from any
-/// folder, is shared (that works). When either version cannot be told, the check after loading
-/// (`check_libtorch_version`) still stands.
-fn refuse_another_mapped_libtorch(module: &Path) -> Result<()> {
-    let Some(mapped) = abi::mapped_library(abi::LIBTORCH_CPU) else {
-        return Ok(());
+/// The backend modules to choose from and the libtorch to run them on (see
+/// [`crate::libtorch_discovery`]): an explicit module (`SDA_BACKEND`, `hardware.backend`) alone;
+/// otherwise every module (`libsda_torch.so`, `libsda_torch-MAJOR.MINOR.so`) in the first directory
+/// of the default candidates that holds one. A libtorch of another version already in the process is
+/// refused here, before the module is opened.
+fn choose_module(configured: &str, configured_libtorch: &str) -> Result<discovery::Choice> {
+    let first = find_module(configured)?;
+    let explicit = std::env::var_os(BACKEND_ENV).is_some_and(|e| !e.is_empty())
+        || !configured.trim().is_empty();
+    let paths = match first.parent() {
+        Some(dir) if !explicit => discovery::modules_in(dir),
+        _ => vec![first.clone()],
     };
-    let (Some(loaded), Some(built)) = (
-        read_libtorch_version(&mapped).0,
-        built_libtorch_version(module),
-    ) else {
-        return Ok(());
-    };
-    if loaded == built {
-        return Ok(());
-    }
-    Err(Error::libtorch_version_mismatch(format!(
-        "the process already holds libtorch {loaded} ({}), but the torch backend {} was built \
-         against libtorch {built}, so it was not loaded; run the host with libtorch {built} (torch=={built}), \
-         or use a libsda backend built for libtorch {loaded}",
-        mapped.display(),
-        module.display()
-    )))
+    let paths = if paths.is_empty() { vec![first] } else { paths };
+    let modules: Vec<Module> = paths.iter().map(|p| Module::read(p)).collect();
+    discovery::choose(
+        &modules,
+        std::env::var_os(LIBTORCH_ENV).as_deref(),
+        configured_libtorch,
+    )
 }
 
 /// Where to look for the module. An explicit choice (`$SDA_BACKEND`, else the config's
@@ -183,7 +174,7 @@ fn candidate_paths(env: Option<&std::ffi::OsStr>, configured: &str) -> Vec<PathB
         return vec![PathBuf::from(configured.trim())];
     }
     let mut out = Vec::new();
-    if let Some(dir) = own_directory() {
+    if let Some(dir) = platform::own_directory() {
         out.push(dir.join(MODULE_FILE_NAME));
         let parent = dir.parent();
         match dir.file_name() {
@@ -199,34 +190,11 @@ fn candidate_paths(env: Option<&std::ffi::OsStr>, configured: &str) -> Vec<PathB
     out
 }
 
-/// Directory of the shared object (or executable) that contains this function, found with `dladdr`.
-fn own_directory() -> Option<PathBuf> {
-    // SAFETY: Dl_info is four plain pointers, for which all-zero (NULL) is a valid value.
-    let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
-    let here = own_directory as *const libc::c_void;
-    // SAFETY: dladdr only looks `here` up in the loader's tables (any address is allowed) and
-    // writes the live, correctly typed `info`.
-    if unsafe { libc::dladdr(here, &mut info) } == 0 || info.dli_fname.is_null() {
-        return None;
-    }
-    // SAFETY: on success dli_fname is NULL (checked above) or a NUL-terminated path owned by the
-    // loader, valid while the object containing `here` (this very code) stays mapped.
-    let name = unsafe { std::ffi::CStr::from_ptr(info.dli_fname) };
-    let path = PathBuf::from(std::ffi::OsStr::from_bytes(name.to_bytes()));
-    let path = if path.is_absolute() {
-        path
-    } else {
-        std::fs::canonicalize(&path).ok()?
-    };
-    path.parent().map(Path::to_path_buf)
-}
-
 fn open(path: &Path) -> Result<Backend> {
     let unavailable = |what: String| Error::backend_unavailable(what);
     // A file cut short (an interrupted copy or install) would be mapped all the same and kill the
     // host with SIGBUS on first touch: refuse it with a message instead.
-    let ld_library_path = std::env::var("LD_LIBRARY_PATH").ok();
-    if let Some(cut) = crate::elf::find_truncated(path, ld_library_path.as_deref()) {
+    if let Some(cut) = platform::find_truncated(path, &platform::library_search_path()) {
         let what = format!(
             "{} bytes, but its loadable segments need {} (cut short by an interrupted copy or \
              install?); it was not loaded, because mapping it would crash the process",
@@ -248,14 +216,11 @@ fn open(path: &Path) -> Result<Backend> {
         }));
     }
     // SAFETY: loading a library runs its initialisers; the module is ours and libtorch's are what we
-    // came for. RTLD_LOCAL keeps its symbols out of the host's namespace.
-    let library = unsafe {
-        libloading::os::unix::Library::open(Some(path), libc::RTLD_NOW | libc::RTLD_LOCAL)
-    }
-    .map_err(|e| {
+    // came for. `open_library` keeps its symbols out of the host's namespace.
+    let library = unsafe { platform::open_library(path) }.map_err(|e| {
         // Where the module looks for libtorch, so that "install it where the module was built to
         // find it" names a place.
-        let dirs: Vec<String> = crate::elf::search_dirs(path)
+        let dirs: Vec<String> = platform::search_dirs(path)
             .iter()
             .map(|d| {
                 let missing = if d.is_dir() { "" } else { " (missing)" };
@@ -268,13 +233,13 @@ fn open(path: &Path) -> Result<Backend> {
             format!(" (it looks in {})", dirs.join(", "))
         };
         unavailable(format!(
-            "could not load the torch backend {}: {e}. If a libtorch library is named, install \
-             torch==2.13.0 where the module was built to find it{looks_in} (or rebuild libsda \
-             against your libtorch); if the file itself is damaged, reinstall libsda",
+            "could not load the torch backend {}: {e}. If a libtorch library is named, point \
+             {LIBTORCH_ENV} (or the config key hardware.libtorch) at the lib/ directory of the \
+             libtorch the module was built for{looks_in}; if the file itself is damaged, reinstall \
+             libsda",
             path.display()
         ))
     })?;
-    let library = libloading::Library::from(library);
     // SAFETY: ENTRY_SYMBOL is defined by the module with exactly the EntryFn type (both sides are
     // built from sda_backend_abi, and the ABI version and table size are checked right after); the
     // copied pointer stays valid because `library` is kept in the Backend, which is never dropped.
@@ -344,42 +309,6 @@ fn describe(path: &Path, facts: &abi::BackendFacts) -> BackendInfo {
         cuda_build: facts.cuda_build != 0,
         libtorch_preloaded: false,
     }
-}
-
-/// Reads the version of the libtorch at `libtorch_cpu` from the files its distributions put beside it:
-/// PyPI wheels have `torch/version.py` (`__version__ = '2.13.0+cu130'`, `cuda = '13.0'`), the C++ zip
-/// has `libtorch/build-version`. Returns (version without local suffix, CUDA version).
-pub fn read_libtorch_version(libtorch_cpu: &Path) -> (Option<String>, Option<String>) {
-    let Some(root) = libtorch_cpu.parent().and_then(Path::parent) else {
-        return (None, None);
-    };
-    if let Ok(text) = std::fs::read_to_string(root.join("version.py")) {
-        return parse_version_py(&text);
-    }
-    if let Ok(text) = std::fs::read_to_string(root.join("build-version")) {
-        let v = text.trim();
-        let base = v.split('+').next().unwrap_or(v).to_string();
-        return ((!base.is_empty()).then_some(base), None);
-    }
-    (None, None)
-}
-
-/// Parses `__version__` and `cuda` out of a torch `version.py`.
-pub fn parse_version_py(text: &str) -> (Option<String>, Option<String>) {
-    let value = |key: &str| -> Option<String> {
-        text.lines().find_map(|line| {
-            let (k, v) = line.split_once('=')?;
-            // `cuda: Optional[str] = '13.0'` is an annotated assignment: the name ends at ':'.
-            let name = k.split(':').next().unwrap_or(k).trim();
-            (name == key).then(|| {
-                let v = v.trim();
-                v.trim_matches(|c| c == '\'' || c == '"').to_string()
-            })
-        })
-    };
-    let version = value("__version__").map(|v| v.split('+').next().unwrap_or(&v).to_string());
-    let cuda = value("cuda").filter(|c| c != "None" && !c.is_empty());
-    (version, cuda)
 }
 
 fn check_libtorch_version(info: &BackendInfo) -> Result<()> {
@@ -555,6 +484,85 @@ impl Backend {
         // SAFETY: plain integers and `call`'s live `(err, cap)` buffer, as BackendApi's calling
         // contract requires; `self.api` is the checked static table.
         call(|err, cap| unsafe { (self.api.reset_peak)(kind_code(kind), index, err, cap) })
+    }
+
+    /// Loads the model file at `path` onto a device (a `.pt2` name: an AOTInductor package, else
+    /// TorchScript); returns the backend's handle and the model's facts. Nothing stays loaded on
+    /// failure: a missing file is [`ErrorKind::InvalidArgument`], a file libtorch cannot read
+    /// [`ErrorKind::Torch`] with its message, weights that do not fit [`ErrorKind::OutOfMemory`].
+    /// Use [`crate::model::ModelWorkload::load`], which frees the handle on drop.
+    pub fn model_load(
+        &self,
+        path: &Path,
+        kind: DeviceKind,
+        index: u32,
+    ) -> Result<(u64, abi::ModelFacts)> {
+        let index = index_code(index)?;
+        let cpath = platform::path_to_c(path).ok_or_else(|| {
+            Error::invalid_argument(format!(
+                "the model path {} contains a NUL byte",
+                path.display()
+            ))
+        })?;
+        let mut handle = 0u64;
+        let mut facts = abi::ModelFacts::default();
+        // SAFETY: `cpath` is a live NUL-terminated string, `handle` and `facts` are live, aligned
+        // locals and `(err, cap)` is `call`'s live buffer (BackendApi's calling contract);
+        // `self.api` is the checked static table.
+        call(|err, cap| unsafe {
+            (self.api.model_load)(
+                cpath.as_ptr(),
+                kind_code(kind),
+                index,
+                &mut handle,
+                &mut facts,
+                err,
+                cap,
+            )
+        })?;
+        Ok((handle, facts))
+    }
+
+    /// Runs a loaded model once on a random input `[batch, shape..]` of `dtype` (an
+    /// `abi::DTYPE_*` code): inference, or one training step when `train`.
+    pub fn model_run(
+        &self,
+        handle: u64,
+        batch: u32,
+        shape: &[u64],
+        dtype: i32,
+        train: bool,
+    ) -> Result<()> {
+        // SAFETY: `shape` is a live slice of `shape.len()` u64s (valid for the reads the backend
+        // does), the rest are plain values and `call`'s live `(err, cap)` buffer (BackendApi's
+        // calling contract); `self.api` is the checked static table.
+        call(|err, cap| unsafe {
+            (self.api.model_run)(
+                handle,
+                batch,
+                shape.as_ptr(),
+                shape.len(),
+                dtype,
+                u8::from(train),
+                err,
+                cap,
+            )
+        })
+    }
+
+    /// Frees a loaded model.
+    pub fn model_free(&self, handle: u64) -> Result<()> {
+        // SAFETY: a plain integer (looked up by the backend) and `call`'s live `(err, cap)` buffer.
+        call(|err, cap| unsafe { (self.api.model_free)(handle, err, cap) })
+    }
+
+    /// How many models the backend holds now (a diagnostic: 0 once every model is freed).
+    pub fn model_count(&self) -> Result<u64> {
+        let mut out = 0u64;
+        // SAFETY: `out` is a live, aligned u64 and `(err, cap)` is `call`'s live buffer
+        // (BackendApi's calling contract); `self.api` is the checked static table.
+        call(|err, cap| unsafe { (self.api.model_count)(&mut out, err, cap) })?;
+        Ok(out)
     }
 
     /// Limits the caching allocator of a device to `fraction` of its memory.

@@ -51,7 +51,9 @@ impl Context {
     /// at start-up, before other threads read the environment.
     pub fn new(config: Config) -> Context {
         environment::apply(&config.environment);
-        let machine = Arc::new(SystemMachine::new(&config.hardware.backend));
+        let machine = Arc::new(
+            SystemMachine::new(&config.hardware.backend).with_libtorch(&config.hardware.libtorch),
+        );
         Context::with_machine(config, machine)
     }
 
@@ -226,7 +228,10 @@ impl Context {
     /// again after an earlier failure. Work that needs the backend implicitly uses
     /// [`Context::backend`], which does not.
     pub fn load_backend(&self) -> Result<&'static backend::Backend> {
-        let result = backend::load(&self.config.hardware.backend);
+        let result = backend::load_with(
+            &self.config.hardware.backend,
+            &self.config.hardware.libtorch,
+        );
         *self
             .backend_failure
             .lock()

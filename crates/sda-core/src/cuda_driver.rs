@@ -32,18 +32,10 @@ use sda_driver_abi::{
     NVML_DEVICE_UUID_V2_BUFFER_SIZE, NVML_SUCCESS, NVML_SYSTEM_DRIVER_VERSION_BUFFER_SIZE,
 };
 
-/// File name of the CUDA driver library.
-#[cfg(not(windows))]
-pub const CUDA_DRIVER_LIBRARY: &str = "libcuda.so.1";
-/// File name of the CUDA driver library.
-#[cfg(windows)]
-pub const CUDA_DRIVER_LIBRARY: &str = "nvcuda.dll";
-/// File name of the NVML library.
-#[cfg(not(windows))]
-pub const NVML_LIBRARY: &str = "libnvidia-ml.so.1";
-/// File name of the NVML library.
-#[cfg(windows)]
-pub const NVML_LIBRARY: &str = "nvml.dll";
+/// File name of the CUDA driver library (`libcuda.so.1`, `nvcuda.dll`).
+pub const CUDA_DRIVER_LIBRARY: &str = crate::platform::CUDA_DRIVER_LIBRARY;
+/// File name of the NVML library (`libnvidia-ml.so.1`, `nvml.dll`).
+pub const NVML_LIBRARY: &str = crate::platform::NVML_LIBRARY;
 
 /// One CUDA device as the driver API reports it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -949,8 +941,8 @@ mod tests {
             err.starts_with("no NVIDIA driver: libsda-test-no-such-driver.so.1 not found ("),
             "{err}"
         );
-        #[cfg(target_os = "linux")]
-        {
+        // A library that exists but is no driver: glibc's, where there is one.
+        if crate::platform::OS == crate::platform::Os::Linux {
             let err = load_driver("libc.so.6").err().unwrap();
             assert!(err.contains("not a usable CUDA driver"), "{err}");
             assert!(err.contains("cuInit"), "{err}");
@@ -1008,9 +1000,11 @@ mod tests {
         assert!(!maps.contains("libc10"), "cuda_facts() mapped libc10");
     }
 
-    #[cfg(target_os = "linux")]
     #[test]
     fn cuda_facts_loads_no_libtorch() {
+        if !crate::platform::HAS_PROC_FS {
+            return; // the child reads /proc/self/maps
+        }
         let exe = std::env::current_exe().unwrap();
         let out = std::process::Command::new(exe)
             .args([

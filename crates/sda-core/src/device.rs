@@ -62,6 +62,7 @@ pub trait Machine: Send + Sync {
 /// The real machine: the CUDA driver by `dlopen`, and the torch backend module for smoke tests.
 pub struct SystemMachine {
     backend_path: String,
+    libtorch: String,
 }
 
 impl SystemMachine {
@@ -70,11 +71,19 @@ impl SystemMachine {
     pub fn new(backend_path: &str) -> SystemMachine {
         SystemMachine {
             backend_path: backend_path.to_string(),
+            libtorch: String::new(),
         }
     }
 
+    /// The same machine with the backend's libtorch looked for with `libtorch` (the config's
+    /// `hardware.libtorch`; empty = found at run time, see [`crate::libtorch_discovery`]).
+    pub fn with_libtorch(mut self, libtorch: &str) -> SystemMachine {
+        self.libtorch = libtorch.to_string();
+        self
+    }
+
     fn backend(&self) -> Result<&'static backend::Backend> {
-        backend::load(&self.backend_path)
+        backend::load_with(&self.backend_path, &self.libtorch)
     }
 }
 

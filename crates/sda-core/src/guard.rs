@@ -85,6 +85,9 @@ pub struct RunReport {
     pub failed_allocation_bytes: u64,
     /// What happened and what to do, for a person (empty after a success at the first attempt).
     pub guidance: String,
+    /// The last failure's own message (libtorch's text for an out-of-memory error; empty after a
+    /// success), which `guidance` quotes.
+    pub cause: String,
 }
 
 /// Reads the torch allocator of one device around an attempt.
@@ -160,6 +163,77 @@ pub fn run(
         ..*options
     };
     run_batched(context, &single, work)
+}
+
+/// Runs a loaded model ([`crate::model`]) under guard: one batch of `options.batch_size` (which
+/// must be set), and after an out-of-memory failure smaller batches as [`run_batched`] computes
+/// them, down to `min_batch`, at most `max_attempts` times (1 for a single run). A batch the model
+/// does not accept (a fixed traced batch, a rejected shape) ends the run with that error
+/// ([`ErrorKind::InvalidArgument`]), never as out of memory.
+///
+/// The model's own [`work_id`](crate::model::LoadedModel::work_id) keys its cost when
+/// `options.work_id` is 0, so that what earlier runs and probes measured grounds the suggestion. A
+/// failure is only a lower bound of what a batch needs (the allocation that failed is one of many),
+/// so when the model has never run successfully before, an out-of-memory run that stops without a
+/// retry measures `min_batch` once more and suggests from that measurement: the suggested batch is
+/// one that then fits.
+pub fn run_model(
+    context: &Context,
+    options: &GuardOptions,
+    model: &crate::model::LoadedModel,
+) -> (Result<()>, RunReport) {
+    let options = GuardOptions {
+        work_id: if options.work_id == 0 {
+            model.work_id()
+        } else {
+            options.work_id
+        },
+        ..*options
+    };
+    let cost_was_known = context.work_cost(options.work_id).is_some();
+    let mut work = |batch: u32, _steps: u32| model.run(batch);
+    let (outcome, mut report) = run_batched(context, &options, &mut work);
+    let ran_out = matches!(&outcome, Err(e) if e.is_out_of_memory());
+    if !ran_out || cost_was_known || report.attempted_batch <= options.min_batch.max(1) {
+        return (outcome, report);
+    }
+    let floor = GuardOptions {
+        batch_size: options.min_batch.max(1),
+        max_attempts: 1,
+        ..options
+    };
+    let (measured, _) = run_batched(context, &floor, &mut work);
+    if measured.is_err() {
+        return (outcome, report);
+    }
+    let (budget, margin) = budget_for(context, &options);
+    let Some(suggested) = suggest_batch(
+        report.attempted_batch,
+        report.memory_before,
+        report.peak_bytes,
+        report.failed_allocation_bytes,
+        budget,
+        margin,
+        context.work_cost(options.work_id),
+    ) else {
+        return (outcome, report);
+    };
+    report.suggested_batch = suggested;
+    let Some(kind) = report.kind else {
+        return (outcome, report);
+    };
+    report.guidance = format!(
+        "{} The suggestion comes from a measured run of batch {} after the failure.",
+        guidance(
+            kind,
+            &report,
+            &report.cause,
+            (margin, options.budget_bytes > 0),
+            context
+        ),
+        floor.batch_size
+    );
+    (Err(Error::out_of_memory(report.guidance.clone())), report)
 }
 
 /// Runs `work(batch, accumulation_steps)` under guard, and after each out-of-memory failure retries
@@ -276,10 +350,11 @@ pub fn run_batched(
             None => 0,
         };
         let retry = report.attempts < options.max_attempts.max(1) && batch > 0 && next >= min_batch;
+        report.cause = error.message().to_string();
         report.guidance = guidance(
             selection.kind,
             &report,
-            error.message(),
+            &report.cause,
             (margin, options.budget_bytes > 0),
             context,
         );

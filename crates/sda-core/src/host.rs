@@ -9,9 +9,10 @@
 //! Inside a container `/proc/meminfo` shows the whole machine, while the kernel kills the container
 //! at its cgroup limit: the figures therefore take the smaller of the two, so that a probe budget is
 //! never computed from memory the process may not use.
-
-// The /proc and cgroup parsers serve the Linux fast path; elsewhere only the tests use some of them.
-#![cfg_attr(not(target_os = "linux"), allow(dead_code))]
+//!
+//! Everything here is compiled on every OS: whether `/proc` and cgroups exist is a constant of the
+//! platform layer ([`crate::platform::HAS_PROC_FS`]); without them (macOS, Windows) the figures come
+//! from sysinfo and there is no cgroup limit.
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -109,12 +110,9 @@ pub fn cpu_brand() -> &'static str {
 /// allocation); elsewhere it asks sysinfo.
 pub fn memory_now() -> HostMemory {
     let facts = static_facts();
-    #[cfg(target_os = "linux")]
-    {
-        linux_memory_now(facts)
-    }
-    #[cfg(not(target_os = "linux"))]
-    {
+    if crate::platform::HAS_PROC_FS {
+        proc_memory_now(facts)
+    } else {
         other_memory_now(facts)
     }
 }
@@ -207,9 +205,7 @@ fn gather_static() -> HostStatic {
 }
 
 fn page_size() -> u64 {
-    // SAFETY: sysconf has no preconditions; it returns -1 for an unknown name.
-    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    u64::try_from(size).ok().filter(|&s| s > 0).unwrap_or(4096)
+    crate::platform::page_size()
 }
 
 fn read_to_string_lossy(path: impl AsRef<Path>) -> Option<String> {
@@ -243,13 +239,9 @@ fn cpu_half_precision(cpuinfo: &str) -> (bool, bool) {
             _ => {}
         }
     }
-    // macOS has no /proc/cpuinfo; the standard library asks the OS there.
-    #[cfg(all(target_arch = "aarch64", not(target_os = "linux")))]
-    {
-        bf16 |= std::arch::is_aarch64_feature_detected!("bf16");
-        fp16 |= std::arch::is_aarch64_feature_detected!("fp16");
-    }
-    (bf16, fp16)
+    // macOS and Windows have no /proc/cpuinfo; the platform layer asks the OS there.
+    let (os_bf16, os_fp16) = crate::platform::os_half_precision();
+    (bf16 | os_bf16, fp16 | os_fp16)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -397,6 +389,10 @@ fn limits_on_path(leaf: &Path, mount_point: &Path, version: CgroupVersion) -> Ve
 }
 
 fn detect_cgroup_limits() -> Vec<CgroupLimit> {
+    // cgroups are Linux's; elsewhere there is no limit to find.
+    if !crate::platform::HAS_PROC_FS {
+        return Vec::new();
+    }
     let Some(proc_cgroup) = read_to_string_lossy("/proc/self/cgroup") else {
         return Vec::new();
     };
@@ -426,7 +422,6 @@ fn detect_cgroup_limits() -> Vec<CgroupLimit> {
 // ---------------------------------------------------------------------------------------------
 
 /// Reads up to `buf.len()` bytes of a file into `buf` without allocating; returns the filled part.
-#[cfg(target_os = "linux")]
 fn read_small<'a>(path: &Path, buf: &'a mut [u8]) -> Option<&'a [u8]> {
     use std::io::Read;
     let mut file = std::fs::File::open(path).ok()?;
@@ -495,8 +490,8 @@ fn cgroup_available(limit: u64, usage: u64, inactive_file: u64) -> u64 {
     limit.saturating_sub(usage.saturating_sub(inactive_file))
 }
 
-#[cfg(target_os = "linux")]
-fn linux_memory_now(facts: &HostStatic) -> HostMemory {
+/// Memory figures from `/proc` and the cgroup files (Linux).
+fn proc_memory_now(facts: &HostStatic) -> HostMemory {
     let mut buf = [0u8; 8192];
 
     let (ram_total, mut available) = read_small(Path::new("/proc/meminfo"), &mut buf[..2048])
@@ -543,7 +538,7 @@ fn sysinfo_memory() -> (u64, u64) {
     (sys.total_memory(), sys.available_memory())
 }
 
-#[cfg(not(target_os = "linux"))]
+/// Memory figures from sysinfo, where there is no `/proc` (macOS, Windows).
 fn other_memory_now(facts: &HostStatic) -> HostMemory {
     let (total, available) = sysinfo_memory();
     let mut sys = sysinfo::System::new();
@@ -743,10 +738,24 @@ SwapCached:            0 kB\n";
             a.cgroup_memory_limit,
             a.cgroup.iter().map(|c| c.limit).min()
         );
-        #[cfg(target_os = "linux")]
-        {
+        if crate::platform::HAS_PROC_FS {
             let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
             assert_eq!((a.bf16_native, a.fp16_native), cpu_half_precision(&cpuinfo));
+        }
+    }
+
+    #[test]
+    fn the_sysinfo_figures_of_macos_and_windows_are_sane_here_too() {
+        // The path macOS and Windows take, run on this machine against the /proc one.
+        let facts = static_facts();
+        let other = other_memory_now(facts);
+        assert!(
+            other.total > 0 && other.available <= other.total,
+            "{other:?}"
+        );
+        assert!(other.process_rss > 0, "{other:?}");
+        if let Some(limit) = facts.cgroup_memory_limit {
+            assert!(other.total <= limit);
         }
     }
 

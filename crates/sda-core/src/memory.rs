@@ -107,16 +107,10 @@ pub fn clear_cache(kind: DeviceKind, index: u32) -> Result<()> {
     }
 }
 
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
+/// Returns freed heap pages to the OS where the C library needs asking (glibc).
 fn trim_heap() {
-    // SAFETY: malloc_trim only walks glibc's own heap under its own locks.
-    unsafe {
-        libc::malloc_trim(0);
-    }
+    crate::platform::trim_heap();
 }
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn trim_heap() {}
 
 /// Resets the peak figure. A no-op while torch is not loaded (the peak is 0 then).
 pub fn reset_peak(kind: DeviceKind, index: u32) -> Result<()> {

@@ -117,7 +117,7 @@ pub enum ProbeWorkload<'a> {
     /// The caller's work: runs one batch, returns [`ErrorKind::OutOfMemory`](crate::error::ErrorKind::OutOfMemory) when it ran out.
     Custom(&'a mut dyn FnMut(u32) -> Result<()>),
     /// A loaded model file ([`crate::model`]), on the context's selected device. Each trial's peak
-    /// includes the model's parameter and buffer bytes ([`LoadedModel::resident_bytes`]), which
+    /// includes the model's parameter and buffer bytes ([`crate::model::LoadedModel::resident_bytes`]), which
     /// were allocated before the run but occupy the budget all the same. A model that accepts only
     /// its traced batch ends the probe with that error, not as out of memory.
     Model(&'a crate::model::LoadedModel),
@@ -221,7 +221,16 @@ impl Runner<'_, '_> {
         } else {
             0
         };
-        (outcome, alloc_peak.max(rss_peak) + resident, elapsed)
+        if let (ProbeWorkload::Model(m), Ok(())) = (&self.workload, &outcome) {
+            // What a sample costs, for the guard's suggestions after a later out-of-memory failure.
+            self.context
+                .remember_work_cost(m.work_id(), alloc_peak as f64 / f64::from(batch.max(1)));
+        }
+        (
+            outcome,
+            alloc_peak.max(rss_peak).saturating_add(resident),
+            elapsed,
+        )
     }
 
     /// Resets the allocator's peak and returns what is allocated now (0 without a backend: custom

@@ -145,12 +145,7 @@ pub struct ValidateOptions {
 /// Whether this process may write into `path` (an existing directory), asked with `access(2)`, which
 /// changes nothing.
 pub fn access_writable(path: &Path) -> bool {
-    use std::os::unix::ffi::OsStrExt;
-    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
-        return false;
-    };
-    // SAFETY: `c` is a NUL-terminated path; access only reads it.
-    unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) == 0 }
+    crate::platform::dir_writable(path)
 }
 
 /// Validates the environment of `context`: its configuration, data directories, the CUDA driver and

@@ -194,3 +194,59 @@ fn a_libtorch_of_the_same_version_already_in_the_process_is_shared() {
         "the host's libtorch was there first"
     );
 }
+
+#[test]
+fn the_config_key_hardware_libtorch_names_the_libtorch_the_backend_runs_on() {
+    let libtorch = std::env::var("LIBTORCH").expect("LIBTORCH names the libtorch of the build");
+    let lib = std::fs::canonicalize(std::path::Path::new(&libtorch).join("lib")).unwrap();
+    let mut config = Config::default();
+    config
+        .set("hardware.libtorch", lib.to_str().unwrap())
+        .unwrap();
+    let ctx = Context::new(config);
+    let b = ctx.load_backend().unwrap();
+    assert_eq!(b.info().loaded_libtorch_path, lib.join("libtorch_cpu.so"));
+    assert!(!b.info().libtorch_preloaded, "loaded for the backend");
+}
+
+#[test]
+fn a_configured_libtorch_that_is_not_one_is_an_error_naming_it_and_loads_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::default();
+    config
+        .set("hardware.libtorch", dir.path().to_str().unwrap())
+        .unwrap();
+    let e = Context::new(config)
+        .load_backend()
+        .err()
+        .expect("no libtorch there");
+    assert_eq!(e.kind(), ErrorKind::BackendUnavailable, "{e}");
+    let needle = format!(
+        "hardware.libtorch = {} holds no libtorch",
+        dir.path().display()
+    );
+    assert!(e.message().contains(&needle), "{e}");
+    assert!(!libtorch_mapped());
+}
+
+#[test]
+fn a_libtorch_elsewhere_of_another_version_is_refused_naming_the_versions_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = fake_libtorch(dir.path(), "2.12.0");
+    let mut config = Config::default();
+    config
+        .set(
+            "hardware.libtorch",
+            fake.parent().unwrap().to_str().unwrap(),
+        )
+        .unwrap();
+    let e = Context::new(config)
+        .load_backend()
+        .err()
+        .expect("2.12.0 is not accepted");
+    assert_eq!(e.kind(), ErrorKind::LibtorchVersionMismatch, "{e}");
+    for needle in ["2.12.0", "2.13.0 (libsda_torch.so)", "SDA_LIBTORCH"] {
+        assert!(e.message().contains(needle), "{needle}: {e}");
+    }
+    assert!(!libtorch_mapped(), "nothing was preloaded");
+}

@@ -237,3 +237,58 @@ fn no_source_file_is_over_a_thousand_lines() {
         long.join("\n")
     );
 }
+
+/// Everything that differs between operating systems lives in `src/platform/`; elsewhere a
+/// platform-specific item needs a `// platform:` comment above it saying why (it covers the item).
+#[test]
+fn only_the_platform_layer_knows_the_os() {
+    let forbidden = [
+        "cfg(target_os",
+        "cfg(unix",
+        "cfg(not(unix",
+        "cfg(windows",
+        "cfg(not(windows",
+        "cfg(target_family",
+        "cfg(target_vendor",
+        "cfg_attr(target_os",
+        "cfg_attr(not(target_os",
+        "std::os::unix",
+        "std::os::windows",
+        "std::os::linux",
+        "std::os::macos",
+        "libc::",
+    ];
+    let platform = src_dir().join("platform");
+    let mut found = Vec::new();
+    for file in rust_files(&src_dir()) {
+        if file.starts_with(&platform) {
+            continue;
+        }
+        let text = std::fs::read_to_string(&file).unwrap();
+        // A `// platform:` comment covers the item after it: up to the `}` at its own indentation.
+        let mut covered: Option<usize> = None;
+        for (n, line) in text.lines().enumerate() {
+            let indent = line.len() - line.trim_start().len();
+            if line.trim_start().starts_with("// platform:") {
+                covered = Some(indent);
+                continue;
+            }
+            if covered.is_none() {
+                for word in forbidden {
+                    if line.contains(word) {
+                        found.push(format!("{}:{}: {word}", file.display(), n + 1));
+                    }
+                }
+            }
+            if covered == Some(indent) && line.trim_start().starts_with('}') {
+                covered = None;
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "OS-specific code outside crates/sda-core/src/platform/ (move it there, or say why in a \
+         `// platform:` comment on the line above):\n{}",
+        found.join("\n")
+    );
+}

@@ -15,7 +15,7 @@
 use std::os::raw::c_char;
 
 /// Version of this table. Bump it whenever a field is added, removed, reordered or changes meaning.
-pub const ABI_VERSION: u32 = 1;
+pub const ABI_VERSION: u32 = 2;
 
 /// Name of the backend module's single exported entry point (NUL-terminated for `dlsym`).
 pub const ENTRY_SYMBOL: &[u8] = b"sda_torch_backend_entry\0";
@@ -36,6 +36,32 @@ pub const STATUS_TORCH_ERROR: i32 = 3;
 pub const STATUS_PANIC: i32 = 4;
 /// An argument was out of range (the message says which).
 pub const STATUS_INVALID_ARGUMENT: i32 = 5;
+
+/// Model file format: a TorchScript module (what `torch.jit.save` writes).
+pub const MODEL_FORMAT_TORCHSCRIPT: i32 = 1;
+/// Model file format: an AOTInductor package (`.pt2`, from `torch._inductor.aoti_compile_and_package`),
+/// inference only.
+pub const MODEL_FORMAT_AOTI: i32 = 2;
+
+/// Input element type codes of [`BackendApi::model_run`]: 32-bit float.
+pub const DTYPE_F32: i32 = 0;
+/// 16-bit IEEE float.
+pub const DTYPE_F16: i32 = 1;
+/// bfloat16.
+pub const DTYPE_BF16: i32 = 2;
+
+/// What [`BackendApi::model_load`] reports about a loaded model.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ModelFacts {
+    /// Bytes of the model's parameters (TorchScript) or constants (AOTInductor) on its device.
+    pub param_bytes: u64,
+    /// Bytes of the model's buffers (TorchScript: running statistics and the like; 0 for AOTI,
+    /// whose constants are all counted in `param_bytes`).
+    pub buffer_bytes: u64,
+    /// [`MODEL_FORMAT_TORCHSCRIPT`] or [`MODEL_FORMAT_AOTI`].
+    pub format: i32,
+}
 
 /// Device kind codes used across the boundary.
 pub const DEVICE_CPU: i32 = 0;
@@ -159,6 +185,49 @@ pub struct BackendApi {
         err: ErrBuf,
         err_cap: usize,
     ) -> i32,
+    /// Loads the model file at `path` (NUL-terminated) onto `(kind, index)` and writes an opaque,
+    /// non-zero handle to `handle` and the model's facts to `facts`. The format is told by the
+    /// file: a name ending in `.pt2` is an AOTInductor package (its device must be the one the
+    /// package was compiled for), anything else is read as TorchScript (`torch::jit::load`).
+    /// `STATUS_INVALID_ARGUMENT` for a NULL pointer or a missing file; `STATUS_TORCH_ERROR` with
+    /// libtorch's message for a file libtorch cannot load; `STATUS_OUT_OF_MEMORY` when the weights
+    /// do not fit. On failure nothing stays loaded and `handle` is 0.
+    pub model_load: unsafe extern "C" fn(
+        path: *const c_char,
+        kind: i32,
+        index: i32,
+        handle: *mut u64,
+        facts: *mut ModelFacts,
+        err: ErrBuf,
+        err_cap: usize,
+    ) -> i32,
+    /// Runs a loaded model once on an input of shape `[batch, shape[0], .., shape[len - 1]]`
+    /// (`shape` may be NULL when `shape_len` is 0) drawn from a normal distribution in `dtype`
+    /// (`DTYPE_*`). `train` 0: inference, without autograd (`InferenceMode`, `eval()`); 1: one
+    /// training step: `train()`, forward, the loss = the sum of the means of every output tensor
+    /// (the output must be a tensor, or a tuple or list of tensors), backward, and every
+    /// parameter's gradient reset to an undefined tensor so that its memory is freed. Every tensor
+    /// of the run is freed before it returns. `STATUS_INVALID_ARGUMENT` for an unknown handle, a
+    /// zero batch or dimension, an unknown dtype, `train` other than 0/1, training an AOTInductor
+    /// package or a model whose output has no tensor; `STATUS_OUT_OF_MEMORY` when an allocation
+    /// fails or the input would need more than 2^63 bytes; `STATUS_TORCH_ERROR` with the model's
+    /// own message when it rejects the input (a shape, a dtype, a traced batch).
+    pub model_run: unsafe extern "C" fn(
+        handle: u64,
+        batch: u32,
+        shape: *const u64,
+        shape_len: usize,
+        dtype: i32,
+        train: u8,
+        err: ErrBuf,
+        err_cap: usize,
+    ) -> i32,
+    /// Frees a loaded model (its weights return to the allocator once no run of it is in flight).
+    /// `STATUS_INVALID_ARGUMENT` for a handle that is not loaded (0, or freed already).
+    pub model_free: unsafe extern "C" fn(handle: u64, err: ErrBuf, err_cap: usize) -> i32,
+    /// Writes the number of models loaded now to `out` (a diagnostic: it returns to 0 when every
+    /// handle has been freed, and a failed load adds nothing).
+    pub model_count: unsafe extern "C" fn(out: *mut u64, err: ErrBuf, err_cap: usize) -> i32,
 }
 
 /// The built-in workload: `conv1d` over `[batch, in_channels, sample_length]` fp32 input with
@@ -220,70 +289,16 @@ pub fn write_fixed(buf: &mut [c_char], s: &str) {
     unsafe { write_message(buf.as_mut_ptr(), buf.len(), s) }
 }
 
-/// File name of libtorch's CPU library, the one every libtorch build has: the core looks for it in
-/// the process before it opens the backend, and the backend to find the libtorch it is bound to.
-pub const LIBTORCH_CPU: &str = "libtorch_cpu.so";
-
-/// Path of the shared library named `file_name` that is mapped into this process (canonicalised when
-/// possible), if any: the core asks before it opens the backend (is a libtorch already there, the
-/// host's or Python's?), the backend to find the libtorch it is bound to.
-#[cfg(target_os = "linux")]
-pub fn mapped_library(file_name: &str) -> Option<std::path::PathBuf> {
-    use std::ffi::{c_int, c_void, CStr, OsStr};
-    use std::os::unix::ffi::OsStrExt;
-    use std::path::{Path, PathBuf};
-
-    /// What the iteration looks for and what it found.
-    struct Search<'a> {
-        file_name: &'a [u8],
-        found: Option<PathBuf>,
-    }
-
-    unsafe extern "C" fn visit(
-        info: *mut libc::dl_phdr_info,
-        _size: usize,
-        data: *mut c_void,
-    ) -> c_int {
-        // SAFETY: dl_iterate_phdr passes the `data` pointer given below, an exclusive pointer to a
-        // live `Search`, and an `info` valid for the duration of this call.
-        let (search, name) = unsafe { (&mut *data.cast::<Search<'_>>(), (*info).dlpi_name) };
-        if name.is_null() {
-            return 0;
-        }
-        // SAFETY: a non-null dlpi_name is the loader's NUL-terminated path of the object.
-        let bytes = unsafe { CStr::from_ptr(name) }.to_bytes();
-        let path = Path::new(OsStr::from_bytes(bytes));
-        if path
-            .file_name()
-            .is_some_and(|f| f.as_bytes() == search.file_name)
-        {
-            search.found = Some(path.to_path_buf());
-            return 1; // stop iterating
-        }
-        0
-    }
-    let mut search = Search {
-        file_name: file_name.as_bytes(),
-        found: None,
-    };
-    // SAFETY: `visit` has the C signature dl_iterate_phdr expects and only touches `search`, through
-    // `data`, an exclusive pointer to it; the iteration is synchronous, so `search` outlives every
-    // callback, and nothing else borrows it meanwhile.
-    unsafe { libc::dl_iterate_phdr(Some(visit), (&mut search as *mut Search<'_>).cast()) };
-    search.found.map(|p| std::fs::canonicalize(&p).unwrap_or(p))
-}
+// libtorch's file names and the libraries mapped into the process, per OS: `mapped.rs`.
+mod mapped;
+pub use mapped::{
+    mapped_library, parse_built_libtorch, BUILT_LIBTORCH_LEN, BUILT_LIBTORCH_SYMBOL, LIBTORCH_API,
+    LIBTORCH_CPU, LIBTORCH_CUDA,
+};
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[cfg(target_os = "linux")]
-    #[test]
-    fn the_c_library_is_found_mapped_and_a_name_that_is_not_is_not() {
-        let libc_path = mapped_library("libc.so.6").expect("every Linux process maps libc");
-        assert!(libc_path.is_file(), "{}", libc_path.display());
-        assert_eq!(mapped_library("libsda_no_such_library.so"), None);
-    }
 
     #[test]
     fn write_then_read_round_trips_and_truncates_on_char_boundary() {
@@ -305,7 +320,11 @@ mod tests {
         let ptr = std::mem::size_of::<usize>();
         assert_eq!(std::mem::offset_of!(BackendApi, reset_peak), 8 + 6 * ptr);
         assert_eq!(std::mem::offset_of!(BackendApi, run_conv1d), 8 + 7 * ptr);
-        assert_eq!(std::mem::size_of::<BackendApi>(), 8 + 8 * ptr);
+        // ABI 2 appended the model entries.
+        assert_eq!(std::mem::offset_of!(BackendApi, model_load), 8 + 8 * ptr);
+        assert_eq!(std::mem::offset_of!(BackendApi, model_count), 8 + 11 * ptr);
+        assert_eq!(std::mem::size_of::<BackendApi>(), 8 + 12 * ptr);
+        assert_eq!(std::mem::size_of::<ModelFacts>(), 24);
     }
 
     #[test]

@@ -17,8 +17,15 @@
 #include <c10/core/CPUAllocator.h>
 #include <c10/core/CachingDeviceAllocator.h>
 #include <c10/util/Exception.h>
+#include <c10/core/InferenceMode.h>
+#include <ATen/ATen.h>
+#include <torch/csrc/autograd/grad_mode.h>
+#include <torch/csrc/inductor/aoti_package/model_package_loader.h>
+#include <torch/csrc/jit/api/module.h>
+#include <torch/csrc/jit/serialization/import.h>
 
 #include <atomic>
+#include <cctype>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
@@ -26,7 +33,10 @@
 #include <exception>
 #include <mutex>
 #include <optional>
+#include <memory>
 #include <string>
+#include <unordered_map>
+#include <vector>
 
 namespace {
 
@@ -468,6 +478,351 @@ int sda_shim_set_memory_fraction(int kind, int index, double fraction, char* err
         fraction_settings(c10::CachingAllocator::getAllocatorSettings(), fraction));
     return SDA_OK;
   });
+}
+
+}  // extern "C"
+
+// ---------------------------------------------------------------------------------------------
+// Model files: TorchScript modules and AOTInductor packages as the workload
+// ---------------------------------------------------------------------------------------------
+
+namespace {
+
+constexpr int SDA_MODEL_TORCHSCRIPT = 1;
+constexpr int SDA_MODEL_AOTI = 2;
+
+constexpr int SDA_DTYPE_F32 = 0;
+constexpr int SDA_DTYPE_F16 = 1;
+constexpr int SDA_DTYPE_BF16 = 2;
+
+// One loaded model. Runs of one model are serialised (`run_lock`): a training step writes the
+// parameters' gradients, and a TorchScript module's train()/eval() flag is shared state.
+struct LoadedModel {
+  int format = 0;
+  c10::Device device{c10::DeviceType::CPU};
+  std::unique_ptr<torch::jit::Module> module;
+  std::unique_ptr<torch::inductor::AOTIModelPackageLoader> aoti;
+  std::mutex run_lock;
+};
+
+// The registry of loaded models: handle -> model. A run holds a shared_ptr, so a model freed
+// while it runs lives until the run returns. Leaked on purpose: destroying libtorch objects from
+// a static destructor at exit could run after libtorch's own statics are gone.
+std::mutex g_models_lock;
+auto* g_models = new std::unordered_map<uint64_t, std::shared_ptr<LoadedModel>>();
+uint64_t g_next_model = 1;
+
+// A model failure's text, for a person: libtorch's backtrace (after "Exception raised from")
+// dropped, and of the TorchScript interpreter's report ("The following operation failed in the
+// TorchScript interpreter. Traceback of TorchScript ...: <frames> RuntimeError: <message>") only
+// the original message, which is what says what went wrong (the frames would push it out of the
+// caller's buffer). This formats; it classifies nothing.
+std::string condense(const std::string& text) {
+  std::string out = text;
+  size_t cut = out.find("\nException raised from");
+  if (cut != std::string::npos) {
+    out.resize(cut);
+  }
+  if (out.find("The following operation failed in the TorchScript interpreter") !=
+      std::string::npos) {
+    // The original message starts on the last line that begins with "<Name>Error: ".
+    size_t best = std::string::npos;
+    size_t start = 0;
+    while (start < out.size()) {
+      size_t end = out.find('\n', start);
+      if (end == std::string::npos) {
+        end = out.size();
+      }
+      size_t colon = out.find(": ", start);
+      if (colon != std::string::npos && colon < end) {
+        bool name = colon > start;
+        for (size_t i = start; i < colon && name; ++i) {
+          char c = out[i];
+          name = std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '.';
+        }
+        std::string word = out.substr(start, colon - start);
+        if (name && word.size() >= 5 &&
+            (word.compare(word.size() - 5, 5, "Error") == 0 ||
+             (word.size() >= 9 && word.compare(word.size() - 9, 9, "Exception") == 0))) {
+          best = start;
+        }
+      }
+      start = end + 1;
+    }
+    if (best != std::string::npos) {
+      out = out.substr(best);
+    }
+  }
+  while (!out.empty() && (out.back() == '\n' || out.back() == ' ')) {
+    out.pop_back();
+  }
+  return out;
+}
+
+// Like guarded(), with the message condensed and prefixed by `context`.
+template <typename F>
+int model_guarded(char* err, size_t cap, const std::string& context, F&& body) noexcept {
+  auto fail = [&](int status, const std::string& text) noexcept {
+    try {
+      write_err(err, cap, context + condense(text));
+    } catch (...) {
+      write_err(err, cap, "out of memory while formatting an error message");
+    }
+    return status;
+  };
+  try {
+    return body();
+  } catch (const c10::OutOfMemoryError& e) {
+    return fail(SDA_OUT_OF_MEMORY, e.what_without_backtrace());
+  } catch (const c10::Error& e) {
+    return fail(SDA_TORCH_ERROR, e.what_without_backtrace());
+  } catch (const std::bad_alloc&) {
+    return fail(SDA_OUT_OF_MEMORY, "out of memory (std::bad_alloc) inside libtorch");
+  } catch (const std::exception& e) {
+    return fail(SDA_TORCH_ERROR, e.what());
+  } catch (...) {
+    return fail(SDA_TORCH_ERROR, "unknown C++ exception inside libtorch");
+  }
+}
+
+c10::Device model_device(int kind, int index) {
+  switch (kind) {
+    case SDA_DEVICE_CUDA:
+      return c10::Device(c10::DeviceType::CUDA, static_cast<c10::DeviceIndex>(index));
+    case SDA_DEVICE_MPS:
+      return c10::Device(c10::DeviceType::MPS, 0);
+    default:
+      return c10::Device(c10::DeviceType::CPU);
+  }
+}
+
+bool ends_with(const std::string& s, const std::string& tail) {
+  return s.size() >= tail.size() && s.compare(s.size() - tail.size(), tail.size(), tail) == 0;
+}
+
+// Every tensor of an output (a tensor, or tuples/lists of them, nested), for the loss.
+void collect_tensors(const c10::IValue& v, std::vector<at::Tensor>& out) {
+  if (v.isTensor()) {
+    out.push_back(v.toTensor());
+  } else if (v.isTuple()) {
+    for (const auto& e : v.toTupleRef().elements()) {
+      collect_tensors(e, out);
+    }
+  } else if (v.isTensorList()) {
+    for (const at::Tensor& t : v.toTensorVector()) {
+      out.push_back(t);
+    }
+  } else if (v.isList()) {
+    for (const c10::IValue& e : v.toListRef()) {
+      collect_tensors(e, out);
+    }
+  }
+}
+
+// Whether an output is made of tensors only (tensor, tuple or list of them, nested).
+bool only_tensors(const c10::IValue& v) {
+  if (v.isTensor()) {
+    return true;
+  }
+  if (v.isTuple()) {
+    for (const auto& e : v.toTupleRef().elements()) {
+      if (!only_tensors(e)) {
+        return false;
+      }
+    }
+    return true;
+  }
+  if (v.isTensorList()) {
+    return true;
+  }
+  if (v.isList()) {
+    for (const c10::IValue& e : v.toListRef()) {
+      if (!only_tensors(e)) {
+        return false;
+      }
+    }
+    return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+extern "C" {
+
+// Loads a model file onto (kind, index), which the Rust side has validated (CUDA loaded, index
+// below the count). Writes a non-zero handle, the parameter/buffer bytes and the format.
+int sda_shim_model_load(const char* path, int kind, int index, uint64_t* handle,
+                        uint64_t* param_bytes, uint64_t* buffer_bytes, int32_t* format, char* err,
+                        size_t cap) noexcept {
+  *handle = 0;
+  std::string file = path;
+  bool aoti = ends_with(file, ".pt2");
+  std::string context = std::string("loading the ") +
+                        (aoti ? "AOTInductor package " : "TorchScript module ") + file + ": ";
+  return model_guarded(err, cap, context, [&]() -> int {
+    auto model = std::make_shared<LoadedModel>();
+    model->device = model_device(kind, index);
+    uint64_t params = 0;
+    uint64_t buffers = 0;
+    if (aoti) {
+      // The package says which device it was compiled for; running it elsewhere cannot work.
+      auto meta = torch::inductor::AOTIModelPackageLoader::load_metadata_from_package(file, "model");
+      auto found = meta.find("AOTI_DEVICE_KEY");
+      std::string compiled = found == meta.end() ? std::string("cpu") : found->second;
+      std::string wanted = kind_name(kind);
+      if (compiled != wanted) {
+        write_err(err, cap,
+                  context + "the package was compiled for " + compiled + ", not for " + wanted +
+                      " (compile it again with the inputs on " + wanted + ")");
+        return SDA_INVALID_ARGUMENT;
+      }
+      c10::DeviceIndex device_index =
+          kind == SDA_DEVICE_CPU ? static_cast<c10::DeviceIndex>(-1)
+                                 : static_cast<c10::DeviceIndex>(index);
+      model->aoti = std::make_unique<torch::inductor::AOTIModelPackageLoader>(
+          file, "model", false, 1, device_index);
+      model->format = SDA_MODEL_AOTI;
+      try {
+        for (const auto& entry : model->aoti->get_runner()->extract_constants_map(false)) {
+          if (entry.second.defined()) {
+            params += static_cast<uint64_t>(entry.second.nbytes());
+          }
+        }
+      } catch (const c10::Error&) {
+        params = 0;  // a runner without constant access: the size is unknown, not an error
+      }
+    } else {
+      model->module = std::make_unique<torch::jit::Module>(torch::jit::load(file, model->device));
+      model->format = SDA_MODEL_TORCHSCRIPT;
+      for (const at::Tensor& p : model->module->parameters()) {
+        params += static_cast<uint64_t>(p.nbytes());
+      }
+      for (const at::Tensor& b : model->module->buffers()) {
+        buffers += static_cast<uint64_t>(b.nbytes());
+      }
+    }
+    std::lock_guard<std::mutex> lock(g_models_lock);
+    uint64_t id = g_next_model++;
+    g_models->emplace(id, std::move(model));
+    *handle = id;
+    *param_bytes = params;
+    *buffer_bytes = buffers;
+    *format = aoti ? SDA_MODEL_AOTI : SDA_MODEL_TORCHSCRIPT;
+    return SDA_OK;
+  });
+}
+
+// Runs a loaded model once; the Rust side has checked batch, shape, dtype and train and that the
+// input's size fits in i64.
+int sda_shim_model_run(uint64_t handle, const int64_t* sizes, size_t len, int dtype, uint8_t train,
+                       char* err, size_t cap) noexcept {
+  std::shared_ptr<LoadedModel> model;
+  {
+    std::lock_guard<std::mutex> lock(g_models_lock);
+    auto found = g_models->find(handle);
+    if (found == g_models->end()) {
+      write_err(err, cap, "model handle " + std::to_string(handle) + " is not loaded");
+      return SDA_INVALID_ARGUMENT;
+    }
+    model = found->second;
+  }
+  std::vector<int64_t> shape(sizes, sizes + len);
+  std::string context = "running the model at batch " + std::to_string(shape.empty() ? 0 : shape[0]) + ": ";
+  return model_guarded(err, cap, context, [&]() -> int {
+    std::lock_guard<std::mutex> run(model->run_lock);
+    at::ScalarType type = dtype == SDA_DTYPE_F16    ? at::kHalf
+                          : dtype == SDA_DTYPE_BF16 ? at::kBFloat16
+                                                    : at::kFloat;
+    auto options = at::TensorOptions().dtype(type).device(model->device);
+    if (model->format == SDA_MODEL_AOTI) {
+      if (train != 0) {
+        write_err(err, cap, "an AOTInductor package is inference-only: it cannot be trained");
+        return SDA_INVALID_ARGUMENT;
+      }
+      c10::InferenceMode inference;
+      std::vector<at::Tensor> inputs{at::randn(shape, options)};
+      std::vector<at::Tensor> outputs = model->aoti->run(inputs);
+      (void)outputs;
+      return SDA_OK;
+    }
+    torch::jit::Module& module = *model->module;
+    if (train == 0) {
+      module.eval();
+      c10::InferenceMode inference;
+      std::vector<c10::IValue> inputs{at::randn(shape, options)};
+      c10::IValue out = module.forward(inputs);
+      (void)out;
+      return SDA_OK;
+    }
+    module.train();
+    c10::AutoGradMode grad(true);
+    // Every parameter's gradient is reset to an undefined tensor when this scope ends, after the
+    // step's own scope below, also when the backward pass throws: their memory must not stay.
+    struct ResetGrads {
+      torch::jit::Module& module;
+      ~ResetGrads() {
+        try {
+          for (at::Tensor p : module.parameters()) {
+            p.mutable_grad() = at::Tensor();
+          }
+        } catch (...) {
+        }
+      }
+    } reset{module};
+    // The step runs inside a scope of its own, so that the graph, the input and the outputs are
+    // freed before the gradients are reset (and on every way out).
+    int status = [&]() -> int {
+      std::vector<c10::IValue> inputs{at::randn(shape, options)};
+      c10::IValue out = module.forward(inputs);
+      if (!only_tensors(out)) {
+        write_err(err, cap,
+                  context + "the model's output is " + out.tagKind() +
+                      ", not a tensor or a tuple of tensors: a training step needs tensors to take "
+                      "the mean of as its loss");
+        return SDA_INVALID_ARGUMENT;
+      }
+      std::vector<at::Tensor> tensors;
+      collect_tensors(out, tensors);
+      if (tensors.empty()) {
+        write_err(err, cap, context + "the model's output holds no tensor to take the mean of");
+        return SDA_INVALID_ARGUMENT;
+      }
+      at::Tensor loss;
+      for (const at::Tensor& t : tensors) {
+        at::Tensor m = t.to(at::kFloat).mean();
+        loss = loss.defined() ? loss + m : m;
+      }
+      loss.backward();
+      return SDA_OK;
+    }();
+    return status;
+  });
+}
+
+// Frees a loaded model; its weights go once no run holds it any more.
+int sda_shim_model_free(uint64_t handle, char* err, size_t cap) noexcept {
+  return guarded(err, cap, [&]() -> int {
+    std::shared_ptr<LoadedModel> model;
+    {
+      std::lock_guard<std::mutex> lock(g_models_lock);
+      auto found = g_models->find(handle);
+      if (found == g_models->end()) {
+        write_err(err, cap, "model handle " + std::to_string(handle) + " is not loaded");
+        return SDA_INVALID_ARGUMENT;
+      }
+      model = std::move(found->second);
+      g_models->erase(found);
+    }
+    model.reset();  // outside the registry's lock: freeing a module may take a while
+    return SDA_OK;
+  });
+}
+
+// Number of models loaded now.
+uint64_t sda_shim_model_count() noexcept {
+  std::lock_guard<std::mutex> lock(g_models_lock);
+  return static_cast<uint64_t>(g_models->size());
 }
 
 }  // extern "C"

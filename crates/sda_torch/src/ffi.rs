@@ -54,4 +54,32 @@ extern "C" {
         err: *mut c_char,
         cap: usize,
     ) -> c_int;
+    /// Loads a model file (TorchScript, or an AOTInductor package when the name ends in `.pt2`)
+    /// onto a validated device; writes a non-zero handle, the parameter and buffer bytes and the
+    /// format (`MODEL_FORMAT_*`). On failure nothing is registered and `handle` is 0.
+    pub fn sda_shim_model_load(
+        path: *const c_char,
+        kind: c_int,
+        index: c_int,
+        handle: *mut u64,
+        param_bytes: *mut u64,
+        buffer_bytes: *mut u64,
+        format: *mut i32,
+        err: *mut c_char,
+        cap: usize,
+    ) -> c_int;
+    /// Runs a loaded model once on a random input of the `len` sizes at `sizes` (the batch first).
+    pub fn sda_shim_model_run(
+        handle: u64,
+        sizes: *const i64,
+        len: usize,
+        dtype: c_int,
+        train: u8,
+        err: *mut c_char,
+        cap: usize,
+    ) -> c_int;
+    /// Frees a loaded model; `STATUS_INVALID_ARGUMENT` for a handle that is not loaded.
+    pub fn sda_shim_model_free(handle: u64, err: *mut c_char, cap: usize) -> c_int;
+    /// Number of models loaded now.
+    pub fn sda_shim_model_count() -> u64;
 }

@@ -20,6 +20,7 @@
 
 mod ffi;
 mod libtorch;
+mod model;
 
 use std::any::Any;
 use std::cell::RefCell;
@@ -45,6 +46,11 @@ const _: () = {
 const BUILT_VERSION: &str = env!("SDA_BUILT_LIBTORCH_VERSION");
 /// libtorch `lib/` directory this module was linked against, also its rpath (from build.rs).
 const BUILT_DIR: &str = env!("SDA_BUILT_LIBTORCH_DIR");
+
+// The exported record `sda_torch_built_libtorch` ("VERSION\nDIR"), which the core reads from the file
+// without loading the module (sda_backend_abi::BUILT_LIBTORCH_SYMBOL; written by build.rs).
+include!(concat!(env!("OUT_DIR"), "/built_libtorch.rs"));
+const _: () = assert!(sda_torch_built_libtorch.len() == sda_backend_abi::BUILT_LIBTORCH_LEN);
 
 /// A failed call: the status to return and the message to write.
 #[derive(Debug)]
@@ -718,6 +724,10 @@ static API: BackendApi = BackendApi {
     empty_cache: api_empty_cache,
     reset_peak: api_reset_peak,
     run_conv1d: api_run_conv1d,
+    model_load: model::api_model_load,
+    model_run: model::api_model_run,
+    model_free: model::api_model_free,
+    model_count: model::api_model_count,
 };
 
 /// The module's single exported symbol (`sda_backend_abi::ENTRY_SYMBOL`).

@@ -6,8 +6,6 @@
 //! actually mapped (a bare name has no search path to go by, and a different copy would be a second
 //! libtorch in the process), which `dl_iterate_phdr` tells us.
 
-use std::ffi::{CStr, CString};
-use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
@@ -15,10 +13,11 @@ use std::sync::Mutex;
 use crate::Failure;
 use sda_backend_abi::{STATUS_TORCH_ERROR, STATUS_UNAVAILABLE};
 
-/// File name of libtorch's CPU library, the one every libtorch build has.
-const CPU_LIB: &str = "libtorch_cpu.so";
-/// File name of libtorch's CUDA library, present only in CUDA builds.
-const CUDA_LIB: &str = "libtorch_cuda.so";
+/// File name of libtorch's CPU library, the one every libtorch build has (`torch_cpu.dll` on
+/// Windows).
+const CPU_LIB: &str = sda_backend_abi::LIBTORCH_CPU;
+/// File name of libtorch's CUDA library, present only in CUDA builds (`torch_cuda.dll` on Windows).
+const CUDA_LIB: &str = sda_backend_abi::LIBTORCH_CUDA;
 
 /// Set once `load_cuda` has succeeded; never cleared (the library is never unloaded).
 static CUDA_LOADED: AtomicBool = AtomicBool::new(false);
@@ -69,36 +68,98 @@ pub fn load_cuda() -> Result<(), Failure> {
             ),
         ));
     }
-    let cpath = CString::new(path.as_os_str().as_bytes()).map_err(|_| {
-        Failure::new(
-            STATUS_TORCH_ERROR,
-            format!("path {} contains a NUL byte", path.display()),
-        )
-    })?;
-    // SAFETY: `cpath` is a live NUL-terminated path; dlopen runs libtorch_cuda's initialisers, which
-    // register its CUDA hooks with the libtorch_cpu already mapped (the purpose of the call); dlerror
-    // is cleared and read under LOAD_LOCK, so no other load_cuda races on its thread state.
-    let handle = unsafe {
-        libc::dlerror(); // clear any stale error so the text below is ours
-        libc::dlopen(cpath.as_ptr(), libc::RTLD_NOW | libc::RTLD_GLOBAL)
-    };
-    if handle.is_null() {
-        // SAFETY: dlerror returns NULL or a NUL-terminated string valid until the next dl* call.
-        let detail = unsafe {
-            let e = libc::dlerror();
-            if e.is_null() {
-                "unknown dlopen error".to_string()
-            } else {
-                CStr::from_ptr(e).to_string_lossy().into_owned()
-            }
-        };
-        return Err(Failure::new(
-            STATUS_TORCH_ERROR,
-            format!("loading {} failed: {detail}", path.display()),
-        ));
-    }
+    dlopen_global(&path)?;
     CUDA_LOADED.store(true, Ordering::Release);
     Ok(())
+}
+
+/// File name of the library that carries libtorch's `torch::` C++ API symbols beside `libtorch_cpu`;
+/// AOTInductor's compiled packages name it as a dependency.
+const TORCH_LIB: &str = sda_backend_abi::LIBTORCH_API;
+
+/// Makes `libtorch.so` present in the process, loaded from beside the mapped `libtorch_cpu.so`, so
+/// that an AOTInductor package (whose compiled `.so` names `libtorch.so` and carries no search path
+/// to it) can be opened. tch links with `--as-needed`, which leaves `libtorch.so` out. In a CUDA
+/// build `libtorch.so` needs `libtorch_cuda.so`, so CUDA is loaded first, through [`load_cuda`]
+/// (which keeps its bookkeeping right). Idempotent.
+pub fn ensure_libtorch_for_aoti() -> Result<(), Failure> {
+    if sda_backend_abi::mapped_library(TORCH_LIB).is_some() {
+        return Ok(());
+    }
+    if cuda_lib_path().is_some_and(|p| p.is_file()) {
+        load_cuda()?;
+    }
+    let _guard = LOAD_LOCK
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if sda_backend_abi::mapped_library(TORCH_LIB).is_some() {
+        return Ok(());
+    }
+    let path = mapped_libtorch_cpu()
+        .and_then(|cpu| cpu.parent().map(|dir| dir.join(TORCH_LIB)))
+        .ok_or_else(|| {
+            Failure::new(
+                STATUS_TORCH_ERROR,
+                format!("{CPU_LIB} is not mapped into this process"),
+            )
+        })?;
+    if !path.is_file() {
+        return Err(Failure::new(
+            STATUS_UNAVAILABLE,
+            format!(
+                "AOTInductor packages need {}, which this libtorch does not have",
+                path.display()
+            ),
+        ));
+    }
+    dlopen_global(&path)
+}
+
+/// `dlopen(path, RTLD_NOW | RTLD_GLOBAL)`, never closed (libtorch keeps pointers into what it
+/// loads). Callers hold `LOAD_LOCK`, so that dlerror's text is theirs.
+fn dlopen_global(path: &std::path::Path) -> Result<(), Failure> {
+    // SAFETY: loading runs the library's initialisers, which register libtorch's hooks with the
+    // libtorch_cpu already mapped (the purpose of the call); callers hold LOAD_LOCK, so no two loads
+    // race on the loader's error state.
+    let library = unsafe { open_global(path) }.map_err(|e| {
+        Failure::new(
+            STATUS_TORCH_ERROR,
+            format!("loading {} failed: {e}", path.display()),
+        )
+    })?;
+    // Never closed: libtorch keeps pointers into it.
+    std::mem::forget(library);
+    Ok(())
+}
+
+/// `dlopen(path, RTLD_NOW | RTLD_GLOBAL)`: symbols visible to later loads.
+///
+/// # Safety
+/// Opening a library runs its initialisers: the caller vouches for what they do.
+#[cfg(unix)]
+unsafe fn open_global(
+    path: &std::path::Path,
+) -> Result<libloading::os::unix::Library, libloading::Error> {
+    // SAFETY: the caller vouches for the initialisers (this function's contract).
+    unsafe { libloading::os::unix::Library::open(Some(path), libc::RTLD_NOW | libc::RTLD_GLOBAL) }
+}
+
+/// `LoadLibraryExW` with the DLLs it needs looked for beside it first. Windows has no global symbol
+/// namespace: torch_cuda.dll imports torch_cpu.dll by name, which resolves to the one mapped.
+///
+/// # Safety
+/// Opening a library runs its initialisers (`DllMain`): the caller vouches for what they do.
+#[cfg(windows)]
+unsafe fn open_global(
+    path: &std::path::Path,
+) -> Result<libloading::os::windows::Library, libloading::Error> {
+    // SAFETY: the caller vouches for the initialisers (this function's contract).
+    unsafe {
+        libloading::os::windows::Library::load_with_flags(
+            path,
+            libloading::os::windows::LOAD_WITH_ALTERED_SEARCH_PATH,
+        )
+    }
 }
 
 #[cfg(test)]

@@ -64,7 +64,15 @@ fn the_module_exports_only_its_entry_point() {
         .filter(|s| !s.is_empty())
         .map(String::from)
         .collect();
-    assert_eq!(symbols, vec!["sda_torch_backend_entry".to_string()]);
+    // The entry point, and the record of the libtorch it was built against that the core reads
+    // from the file (sda_backend_abi::BUILT_LIBTORCH_SYMBOL).
+    assert_eq!(
+        symbols,
+        vec![
+            "sda_torch_backend_entry".to_string(),
+            sda_backend_abi::BUILT_LIBTORCH_SYMBOL.to_string()
+        ]
+    );
 }
 
 #[test]
@@ -79,7 +87,13 @@ fn facts_describe_the_built_and_the_mapped_libtorch() {
     let rc = unsafe { (api().facts)(&mut facts, msg.ptr(), msg.cap()) };
     assert_eq!(rc, STATUS_OK, "{}", msg.text());
 
-    assert_eq!(read_fixed(&facts.built_libtorch_version), "2.13.0");
+    // This module's libtorch: 2.13.0 (tch 0.26), or 2.11.0 for crates/sda_torch_2_11 (tch 0.24).
+    let expected = if cfg!(sda_libtorch_2_11) {
+        "2.11.0"
+    } else {
+        "2.13.0"
+    };
+    assert_eq!(read_fixed(&facts.built_libtorch_version), expected);
     let built_dir = read_fixed(&facts.built_libtorch_dir);
     assert!(
         Path::new(&built_dir).join("libtorch_cpu.so").is_file(),

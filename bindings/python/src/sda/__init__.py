@@ -29,10 +29,23 @@ import sys
 import threading
 import types
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from . import _ffi
-from ._ffi import ABI_MAJOR, DeviceKind, Launcher, LogLevel, PlanStrategy, ProbeStop, Severity, Status, Verbosity, lib
+from ._ffi import (
+    ABI_MAJOR,
+    DeviceKind,
+    Dtype,
+    Launcher,
+    LogLevel,
+    ModelFormat,
+    PlanStrategy,
+    ProbeStop,
+    Severity,
+    Status,
+    Verbosity,
+    lib,
+)
 from .errors import (
     ERRORS,
     BackendUnavailableError,
@@ -59,9 +72,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ABI_MAJOR", "BackendDetails", "BackendUnavailableError", "BufferTooSmallError", "CancelledError",
-    "Config", "Context", "DeviceDetails", "DeviceKind", "DeviceUnavailableError", "ERRORS",
+    "Config", "Context", "DeviceDetails", "DeviceKind", "DeviceUnavailableError", "Dtype", "ERRORS",
     "IOFailureError", "InvalidArgumentError", "InvalidHandleError", "InvalidUtf8Error",
-    "InvalidValueError", "Launcher", "LogLevel", "PlanStrategy", "Problem", "Recommendation", "Severity",
+    "InvalidValueError", "Launcher", "LogLevel", "Model", "ModelDetails", "ModelFormat", "PlanStrategy", "Problem", "Recommendation", "Severity",
     "Verbosity", "WorkerPlan", "MemoryFigures", "NullPointerError", "OutOfMemoryError",
     "PanicError", "ParseError", "ProbeProgress", "ProbeResult", "ProbeStop", "RunReport", "SdaError", "Selection", "Status", "TorchError",
     "UnknownKeyError", "UnsupportedError", "Workload", "backend_info", "classify_error",
@@ -187,7 +200,7 @@ def _unraisable(exc: BaseException, where: str, obj: object) -> None:
 def _convert(value: Any, kind: Any) -> Any:
     if isinstance(value, bytes):
         return _decode(value)
-    if kind in (DeviceKind, ProbeStop, PlanStrategy, Launcher, Severity):
+    if kind in (DeviceKind, ProbeStop, PlanStrategy, Launcher, Severity, Dtype, ModelFormat):
         try:
             return kind(value)
         except ValueError:  # a newer library's value: keep the number
@@ -197,6 +210,8 @@ def _convert(value: Any, kind: Any) -> Any:
             return Status(value)
         except ValueError:  # a newer library's code: keep the number
             return value
+    if kind is bool:  # an sda_bool (uint32_t 0 or 1)
+        return bool(value)
     return value
 
 
@@ -207,7 +222,7 @@ def _from_struct(cls: type, struct: ctypes.Structure) -> Any:
 
 _TYPES = {
     "DeviceKind": DeviceKind, "Status": Status, "ProbeStop": ProbeStop, "PlanStrategy": PlanStrategy,
-    "Launcher": Launcher, "Severity": Severity,
+    "Launcher": Launcher, "Severity": Severity, "bool": bool, "Dtype": Dtype, "ModelFormat": ModelFormat,
 }
 
 
@@ -385,6 +400,22 @@ class Problem:
     fix: str
 
 
+@dataclass(frozen=True)
+class ModelDetails:
+    """What a loaded model is (``Model.details``): its format, the device it was loaded on, its input
+    and its sizes in bytes (``resident_bytes`` = parameters + buffers, held while it is loaded)."""
+
+    format: ModelFormat
+    kind: DeviceKind
+    index: int
+    dtype: Dtype
+    train: bool
+    param_bytes: int
+    buffer_bytes: int
+    resident_bytes: int
+    work_id: int
+
+
 @dataclass
 class Workload:
     """Shape of the built-in conv1d workload (defaults: the seeds' benchmark, from the library)."""
@@ -398,10 +429,10 @@ class Workload:
 
     @classmethod
     def default(cls) -> "Workload":
-        return _from_struct(cls, lib.sda_workload_default())
+        return _from_struct(cls, _ffi.new(_ffi.sda_workload))
 
     def _to_c(self) -> _ffi.sda_workload:
-        struct = lib.sda_workload_default()  # sets struct_size
+        struct = _ffi.new(_ffi.sda_workload)  # sets struct_size
         for field in dataclasses.fields(self):
             setattr(struct, field.name, getattr(self, field.name))
         return struct
@@ -409,7 +440,7 @@ class Workload:
 
 def backend_info() -> BackendDetails:
     """The loaded torch backend (``loaded`` is False while none is); never loads anything."""
-    details = _ffi.sda_backend_details()
+    details = _ffi.new(_ffi.sda_backend_details)
     lib.sda_backend_info(ctypes.byref(details))
     return _from_struct(BackendDetails, details)
 
@@ -633,6 +664,54 @@ def _work_id(function: Callable[..., Any]) -> int:
     return (hash(key) & 0xFFFF_FFFF_FFFF_FFFF) or 1
 
 
+class Model(_Handle):
+    """A model file loaded on a context's selected device (``Context.load_model``): a TorchScript
+    module or an AOTInductor ``.pt2`` package, run with random input ``[batch, *input_shape]``.
+
+    ``run(batch)`` runs it once; ``Context.probe_batch(model)`` finds the largest batch that fits;
+    ``Context.guarded_run_model(model, batch=...)`` runs it under guard. ``close()`` (or the end of a
+    ``with`` block) frees it. The model keeps its context's state alive: it still runs after the
+    ``Context`` is closed, but the probe and guarded runs need the open context that loaded it.
+    """
+
+    _free_name = "sda_model_free"
+
+    def __init__(self, pointer: ctypes.c_void_p, path: str, input_shape: tuple[int, ...], dtype: Dtype, train: bool):
+        super().__init__(pointer)
+        self.path = path
+        self.input_shape = input_shape
+        self.dtype = dtype
+        self.train = train
+
+    def run(self, batch: int) -> None:
+        """Runs the model once with ``batch`` samples (inference, or one training step when loaded
+        with ``train``). A real allocation failure raises ``OutOfMemoryError``; a batch, shape or
+        dtype the model does not accept raises ``InvalidArgumentError`` with the model's message."""
+        lib.sda_model_run(self, batch)
+
+    @property
+    def details(self) -> ModelDetails:
+        """Format, device, input and sizes of the loaded model."""
+        out = _ffi.new(_ffi.sda_model_details)
+        lib.sda_model_info(self, ctypes.byref(out))
+        return _from_struct(ModelDetails, out)
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else "open"
+        return f"Model({self.path!r}, input_shape={self.input_shape}, dtype={self.dtype}, train={self.train}, {state})"
+
+
+def _dtype(dtype: str | Dtype) -> Dtype:
+    if isinstance(dtype, Dtype):
+        return dtype
+    if not isinstance(dtype, str):
+        raise TypeError(f"dtype must be a str or sda.Dtype, not {type(dtype).__name__}")
+    try:
+        return Dtype[dtype.strip().upper()]
+    except KeyError:
+        raise ValueError(f"unknown dtype {dtype!r}: use 'f32', 'f16' or 'bf16'") from None
+
+
 class Context(_Handle):
     """A snapshot of a configuration and the device selected under it; may be shared by threads."""
 
@@ -649,13 +728,13 @@ class Context(_Handle):
         """Selects ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps`` (None: the config's
         ``hardware.device``). A missing or broken device falls back to the CPU with ``fell_back``
         and ``reason`` set (or raises ``DeviceUnavailableError`` under ``hardware.strict``)."""
-        out = _ffi.sda_selection()
+        out = _ffi.new(_ffi.sda_selection)
         lib.sda_select_device(self, _encode(preference, "preference"), ctypes.byref(out))
         return _from_struct(Selection, out)
 
     def device_info(self) -> DeviceDetails:
         """The selected device (free memory measured now)."""
-        out = _ffi.sda_device_details()
+        out = _ffi.new(_ffi.sda_device_details)
         lib.sda_device_info(self, ctypes.byref(out))
         return _from_struct(DeviceDetails, out)
 
@@ -664,6 +743,7 @@ class Context(_Handle):
         count = ctypes.c_size_t(0)
         while True:
             array = (_ffi.sda_device_details * max(count.value, 1))()
+            array[0] = _ffi.new(_ffi.sda_device_details)  # its struct_size is the array's stride
             status = lib.sda_list_devices(self, array, count.value, ctypes.byref(count))
             if status == Status.OK:
                 return [_from_struct(DeviceDetails, array[i]) for i in range(count.value)]
@@ -672,7 +752,7 @@ class Context(_Handle):
 
     def memory_info(self) -> MemoryFigures:
         """Memory figures of the selected device, the same fields on every device kind."""
-        out = _ffi.sda_memory_figures()
+        out = _ffi.new(_ffi.sda_memory_figures)
         lib.sda_memory_info(self, ctypes.byref(out))
         return _from_struct(MemoryFigures, out)
 
@@ -736,6 +816,73 @@ class Context(_Handle):
         )
         return self._run(lib.sda_guarded_run_batched, _batch_trampoline, work, options)
 
+    def load_model(
+        self,
+        path: str | os.PathLike[str],
+        input_shape: Sequence[int],
+        dtype: str | Dtype = "f32",
+        train: bool = False,
+    ) -> Model:
+        """Loads a model file (TorchScript, or an AOTInductor ``.pt2`` for inference) onto the
+        selected device. ``input_shape`` is the shape of one sample (the batch dimension is added in
+        front); ``dtype`` the input's element type (``f32``, ``f16``, ``bf16``; the weights are not
+        converted); ``train`` makes every run one training step. A missing file, a file that is not
+        a model, a zero dimension raise ``InvalidArgumentError`` and leave nothing loaded; a shape
+        or dtype the model rejects is found by the first run."""
+        encoded = _encode(os.fspath(path), "path")
+        shape = tuple(int(d) for d in input_shape)
+        if any(d < 0 for d in shape):
+            raise ValueError(f"input_shape {shape}: dimensions are positive integers")
+        kind = _dtype(dtype)
+        array = (ctypes.c_uint64 * max(len(shape), 1))(*shape)
+        options = _ffi.new(_ffi.sda_model_options)
+        options.path = encoded
+        options.input_shape = ctypes.cast(array, ctypes.POINTER(ctypes.c_uint64))
+        options.input_rank = len(shape)
+        options.dtype = kind
+        options.train = 1 if train else 0
+        pointer = ctypes.c_void_p()
+        lib.sda_model_load(self, ctypes.byref(options), ctypes.byref(pointer))
+        return Model(pointer, os.fspath(path), shape, kind, bool(train))
+
+    def guarded_run_model(
+        self,
+        model: Model,
+        *,
+        batch: int,
+        min_batch: int = 0,
+        max_attempts: int = 0,
+        budget_bytes: int = 0,
+        margin_bytes: int = 0,
+        work_id: int = 0,
+    ) -> RunReport:
+        """Runs ``model`` under guard with ``batch`` samples and returns the ``RunReport``. With
+        ``max_attempts=1`` it is one run; otherwise (0: the library's default of 8 attempts) an
+        out-of-memory failure is retried with a smaller batch chosen from the measured memory, down to
+        ``min_batch``, and ``report.final_batch`` is the batch that fit. When no batch fits it raises
+        ``OutOfMemoryError`` whose ``report.suggested_batch`` names one that does; a batch the model
+        does not accept raises ``InvalidArgumentError``, never out-of-memory. ``work_id`` 0 is the
+        model's own."""
+        if not isinstance(model, Model):
+            raise TypeError(f"model must be an sda.Model, not {type(model).__name__}")
+        _require_open(model, "model")
+        options = _ffi.new(_ffi.sda_guard_options)
+        options.batch_size = batch
+        if min_batch:
+            options.min_batch = min_batch
+        if max_attempts:
+            options.max_attempts = max_attempts
+        options.budget_bytes = budget_bytes
+        options.margin_bytes = margin_bytes
+        options.work_id = work_id
+        report = _ffi.new(_ffi.sda_run_report)
+        status = lib.sda_guarded_run_model(self, model, ctypes.byref(options), ctypes.byref(report))
+        if status != Status.OK:
+            message = last_error_message()
+            result = _from_struct(RunReport, report)
+            raise error_from_status(status, result.guidance or message, result if result.attempts else None)
+        return _from_struct(RunReport, report)
+
     def plan_workers(self, strategy: str | None = "auto", workers: int = 0, worker_id: int = 0) -> WorkerPlan:
         """Plans where worker ``worker_id`` of ``workers`` runs (strategy ``auto``, ``cpu``,
         ``single_gpu``, ``multi_gpu``; 0 workers = the strategy's default) and the environment to
@@ -743,7 +890,7 @@ class Context(_Handle):
         encoded = _encode(strategy, "strategy")
         needed = ctypes.c_size_t(0)
         while True:
-            plan = lib.sda_worker_plan_default()
+            plan = _ffi.new(_ffi.sda_worker_plan)
             buffer = ctypes.create_string_buffer(max(needed.value, 1))
             status = lib.sda_plan_workers(self, encoded, workers, worker_id, ctypes.byref(plan), buffer, len(buffer), ctypes.byref(needed))
             if status == Status.OK:
@@ -760,7 +907,7 @@ class Context(_Handle):
         """The tier for the selected device's memory (batch size, gradient checkpointing, model size;
         a probed batch in the config wins), and with ``parameters`` > 0 a memory strategy for a model
         of that many parameters. Changes nothing."""
-        out = lib.sda_recommendation_default()
+        out = _ffi.new(_ffi.sda_recommendation)
         lib.sda_recommend(self, parameters, ctypes.byref(out))
         return _from_struct(Recommendation, out)
 
@@ -780,6 +927,7 @@ class Context(_Handle):
         count = ctypes.c_size_t(0)
         while True:
             array = (_ffi.sda_problem * max(count.value, 1))()
+            array[0] = _ffi.new(_ffi.sda_problem)  # its struct_size is the array's stride
             status = lib.sda_validate_environment(self, load_backend, array, count.value, ctypes.byref(count))
             if status == Status.OK:
                 return [_from_struct(Problem, array[i]) for i in range(count.value)]
@@ -788,7 +936,7 @@ class Context(_Handle):
 
     def probe_batch(
         self,
-        workload: Workload | Callable[[int], Any] | None = None,
+        workload: Workload | Model | Callable[[int], Any] | None = None,
         *,
         min_batch: int = 0,
         max_batch: int = 0,
@@ -800,15 +948,16 @@ class Context(_Handle):
     ) -> ProbeResult:
         """Finds the largest batch of a workload that fits the memory budget on the selected device.
 
-        ``workload`` is the built-in conv1d (None: the seeds' shape, or a ``Workload``), or a Python
-        callable ``work(batch)`` that runs the host's own work once; inside it, an out-of-memory
+        ``workload`` is the built-in conv1d (None: the seeds' shape, or a ``Workload``), a loaded
+        ``Model`` (loaded with this context; a model that accepts only its traced batch raises
+        ``InvalidArgumentError``), or a Python callable ``work(batch)`` that runs the host's own work once; inside it, an out-of-memory
         exception (torch's, ``MemoryError``, ``OutOfMemoryError``) marks the batch as not fitting,
         and any other exception stops the probe and is re-raised. ``progress(ProbeProgress)`` is
         called after every run; returning False cancels (``CancelledError``). ``save_to`` stores the
         recommended batch in that config's ``hardware.max_batch_size``. Zero means the library's
         default for every number.
         """
-        options = lib.sda_probe_options_default()
+        options = _ffi.new(_ffi.sda_probe_options)
         for name, value in (("min_batch", min_batch), ("max_batch", max_batch), ("max_runs", max_runs),
                             ("budget_bytes", budget_bytes), ("margin_bytes", margin_bytes)):
             if value:
@@ -819,6 +968,9 @@ class Context(_Handle):
         if isinstance(workload, Workload):
             shape = workload._to_c()  # must outlive the call: options points at it
             options.workload = ctypes.pointer(shape)
+        elif isinstance(workload, Model):
+            _require_open(workload, "model")
+            options.model = workload._as_parameter_.value
         elif workload is not None:
             work_call = _Call(workload)
             keys.append(_register(work_call))
@@ -832,7 +984,7 @@ class Context(_Handle):
         if save_to is not None:
             _require_open(save_to, "save_to")
             options.save_to = save_to._as_parameter_.value
-        result = lib.sda_probe_result_default()
+        result = _ffi.new(_ffi.sda_probe_result)
         try:
             status = lib.sda_probe_batch(self, ctypes.byref(options), ctypes.byref(result))
             message = last_error_message() if status != Status.OK else ""
@@ -847,13 +999,13 @@ class Context(_Handle):
 
     @staticmethod
     def _options(batch, min_batch, attempts, keep, budget, margin, work_id, work) -> _ffi.sda_guard_options:
-        options = lib.sda_guard_options_default()
+        options = _ffi.new(_ffi.sda_guard_options)
         options.batch_size = batch
         if min_batch:
             options.min_batch = min_batch
         if attempts:
             options.max_attempts = attempts
-        options.keep_effective_batch = keep
+        options.keep_effective_batch = 1 if keep else 0
         options.budget_bytes = budget
         options.margin_bytes = margin
         options.work_id = _work_id(work) if work_id is None else work_id
@@ -862,7 +1014,7 @@ class Context(_Handle):
     def _run(self, function: Any, trampoline: Any, work: Callable[..., Any], options: Any) -> RunReport:
         call = _Call(work)
         key = _register(call)
-        report = lib.sda_run_report_default()
+        report = _ffi.new(_ffi.sda_run_report)
         try:
             status = function(self, trampoline, key, ctypes.byref(options), ctypes.byref(report))
             message = last_error_message() if status != Status.OK else ""

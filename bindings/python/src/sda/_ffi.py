@@ -27,9 +27,12 @@ from ctypes import POINTER, c_bool, c_char, c_char_p, c_double, c_int32, c_size_
 from pathlib import Path
 from typing import NamedTuple
 
-#: The ABI major version this binding is written for (the SONAME is ``libsda.so.<ABI_MAJOR>``).
+#: The ABI major version this binding is written for.
 ABI_MAJOR = 0
-SONAME = f"libsda.so.{ABI_MAJOR}"
+#: The ABI version (the SONAME's suffix, ``libsda.so.<ABI_VERSION>``): the major version from 1.0
+#: on, major.minor before it (0.y releases break with every y, as under semver).
+ABI_VERSION = "0.2"
+SONAME = f"libsda.so.{ABI_VERSION}"
 LIBRARY_ENV = "SDA_LIBRARY"
 
 
@@ -115,6 +118,27 @@ class LogLevel(enum.IntEnum):
     DEBUG = 4
 
 
+class Dtype(enum.IntEnum):
+    """``sda_dtype``: the element type of a model's input."""
+
+    F32 = 0
+    F16 = 1
+    BF16 = 2
+
+    def __str__(self) -> str:
+        return self.name.lower()
+
+
+class ModelFormat(enum.IntEnum):
+    """``sda_model_format``: the kind of model file that was loaded."""
+
+    TORCHSCRIPT = 0
+    AOTI = 1
+
+    def __str__(self) -> str:
+        return self.name.lower()
+
+
 # C enums are int32_t in the ABI.
 sda_status = c_int32
 sda_device_kind = c_int32
@@ -123,10 +147,17 @@ sda_probe_stop = c_int32
 sda_plan_strategy = c_int32
 sda_launcher = c_int32
 sda_severity = c_int32
+sda_dtype = c_int32
+sda_model_format = c_int32
+
+
+#: A boolean inside a struct (``sda_bool``, ``uint32_t``): 0 or 1; the library refuses other values.
+sda_bool = c_uint32
 
 
 class _Struct(ctypes.Structure):
-    """Base of the ABI structs: ``repr`` shows the fields, for debugging."""
+    """Base of the ABI structs: ``repr`` shows the fields, for debugging. Every struct begins with
+    ``struct_size``; make one with :func:`new` (its init function, this binding's ``sizeof``)."""
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{name}={getattr(self, name)!r}" for name, *_ in self._fields_)
@@ -135,8 +166,9 @@ class _Struct(ctypes.Structure):
 
 class sda_backend_details(_Struct):
     _fields_ = [
-        ("loaded", c_bool),
-        ("cuda_build", c_bool),
+        ("struct_size", c_uint32),
+        ("loaded", sda_bool),
+        ("cuda_build", sda_bool),
         ("module_path", c_char * 1024),
         ("libtorch_path", c_char * 1024),
         ("libtorch_version", c_char * 64),
@@ -147,9 +179,10 @@ class sda_backend_details(_Struct):
 
 class sda_selection(_Struct):
     _fields_ = [
+        ("struct_size", c_uint32),
         ("kind", sda_device_kind),
         ("index", c_int32),
-        ("fell_back", c_bool),
+        ("fell_back", sda_bool),
         ("device", c_char * 32),
         ("requested", c_char * 32),
         ("reason", c_char * 512),
@@ -158,8 +191,10 @@ class sda_selection(_Struct):
 
 class sda_device_details(_Struct):
     _fields_ = [
+        ("struct_size", c_uint32),
         ("kind", sda_device_kind),
         ("index", c_int32),
+        ("device_count", c_uint32),
         ("device", c_char * 32),
         ("name", c_char * 256),
         ("memory_total", c_uint64),
@@ -168,9 +203,8 @@ class sda_device_details(_Struct):
         ("compute_capability_minor", c_int32),
         ("cuda_runtime_version", c_char * 16),
         ("cuda_driver_version", c_char * 16),
-        ("bf16_supported", c_bool),
-        ("fp16_supported", c_bool),
-        ("device_count", c_uint32),
+        ("bf16_supported", sda_bool),
+        ("fp16_supported", sda_bool),
     ]
 
 
@@ -180,7 +214,7 @@ class sda_guard_options(_Struct):
         ("batch_size", c_uint32),
         ("min_batch", c_uint32),
         ("max_attempts", c_uint32),
-        ("keep_effective_batch", c_bool),
+        ("keep_effective_batch", sda_bool),
         ("budget_bytes", c_uint64),
         ("margin_bytes", c_uint64),
         ("work_id", c_uint64),
@@ -199,7 +233,7 @@ class sda_run_report(_Struct):
         ("accumulation_steps", c_uint32),
         ("attempts", c_uint32),
         ("oom_attempts", c_uint32),
-        ("measured", c_bool),
+        ("measured", sda_bool),
         ("peak_bytes", c_uint64),
         ("memory_before", c_uint64),
         ("memory_after", c_uint64),
@@ -211,6 +245,7 @@ class sda_run_report(_Struct):
 
 class sda_memory_figures(_Struct):
     _fields_ = [
+        ("struct_size", c_uint32),
         ("allocated", c_uint64),
         ("reserved", c_uint64),
         ("peak", c_uint64),
@@ -229,15 +264,16 @@ class sda_workload(_Struct):
         ("out_channels", c_uint32),
         ("kernel_size", c_uint32),
         ("padding", c_uint32),
-        ("with_backward", c_bool),
+        ("with_backward", sda_bool),
     ]
 
 
 class sda_probe_progress(_Struct):
     _fields_ = [
+        ("struct_size", c_uint32),
         ("batch", c_uint32),
-        ("ok", c_bool),
-        ("oom", c_bool),
+        ("ok", sda_bool),
+        ("oom", sda_bool),
         ("peak_bytes", c_uint64),
         ("predicted_bytes", c_uint64),
         ("elapsed_ms", c_double),
@@ -266,6 +302,7 @@ class sda_probe_options(_Struct):
         ("progress", sda_probe_progress_callback),
         ("progress_user_data", c_void_p),
         ("save_to", c_void_p),
+        ("model", c_void_p),
     ]
 
 
@@ -277,7 +314,7 @@ class sda_probe_result(_Struct):
         ("runs", c_uint32),
         ("oom_runs", c_uint32),
         ("stop", sda_probe_stop),
-        ("capped", c_bool),
+        ("capped", sda_bool),
         ("fixed_bytes", c_double),
         ("per_sample_bytes", c_double),
         ("predicted_peak_bytes", c_uint64),
@@ -318,25 +355,52 @@ class sda_recommendation(_Struct):
         ("device", c_char * 32),
         ("memory_total", c_uint64),
         ("batch_size", c_uint32),
-        ("batch_from_probe", c_bool),
-        ("gradient_checkpointing", c_bool),
+        ("batch_from_probe", sda_bool),
+        ("gradient_checkpointing", sda_bool),
         ("blocks", c_uint32),
         ("channels", c_uint32),
         ("tier_index", c_uint32),
-        ("tier_from_config", c_bool),
+        ("tier_from_config", sda_bool),
         ("tier_min_memory_gb", c_double),
         ("tier_max_memory_gb", c_double),
         ("tier_label", c_char * 128),
         ("batch_reason", c_char * 256),
-        ("advice_given", c_bool),
+        ("advice_given", sda_bool),
         ("memory_strategy", c_char * 16),
         ("memory_fraction", c_double),
         ("memory_reason", c_char * 512),
     ]
 
 
+class sda_model_options(_Struct):
+    _fields_ = [
+        ("struct_size", c_uint32),
+        ("path", c_char_p),
+        ("input_shape", POINTER(c_uint64)),
+        ("input_rank", c_size_t),
+        ("dtype", sda_dtype),
+        ("train", sda_bool),
+    ]
+
+
+class sda_model_details(_Struct):
+    _fields_ = [
+        ("struct_size", c_uint32),
+        ("format", sda_model_format),
+        ("kind", sda_device_kind),
+        ("index", c_int32),
+        ("dtype", sda_dtype),
+        ("train", sda_bool),
+        ("param_bytes", c_uint64),
+        ("buffer_bytes", c_uint64),
+        ("resident_bytes", c_uint64),
+        ("work_id", c_uint64),
+    ]
+
+
 class sda_problem(_Struct):
     _fields_ = [
+        ("struct_size", c_uint32),
         ("severity", sda_severity),
         ("code", c_char * 48),
         ("message", c_char * 1024),
@@ -362,12 +426,15 @@ STRUCTS: dict[str, type[ctypes.Structure]] = {
         sda_worker_plan,
         sda_recommendation,
         sda_problem,
+        sda_model_options,
+        sda_model_details,
     )
 }
 
 # Opaque handles are plain pointers on this side.
 sda_config_p = c_void_p
 sda_context_p = c_void_p
+sda_model_p = c_void_p
 
 # Callback types. ctypes keeps the GIL rules: a callback invoked from a thread libsda runs on takes
 # the GIL itself.
@@ -403,6 +470,7 @@ def _raw(restype: object, *argtypes: object) -> Signature:
 FUNCTIONS: dict[str, Signature] = {
     # backend
     "sda_backend_load": _status(sda_context_p),
+    "sda_backend_details_init": _status(POINTER(sda_backend_details), c_size_t),
     "sda_backend_info": _status(POINTER(sda_backend_details)),
     # errors and classification
     "sda_classify_error": _raw(sda_status, c_char_p),
@@ -418,30 +486,33 @@ FUNCTIONS: dict[str, Signature] = {
     # context and devices
     "sda_context_new": _status(sda_config_p, POINTER(sda_context_p)),
     "sda_context_free": _status(sda_context_p),
+    "sda_selection_init": _status(POINTER(sda_selection), c_size_t),
+    "sda_device_details_init": _status(POINTER(sda_device_details), c_size_t),
     "sda_select_device": _status(sda_context_p, c_char_p, POINTER(sda_selection)),
     "sda_device_info": _status(sda_context_p, POINTER(sda_device_details)),
     "sda_list_devices": _raw(sda_status, sda_context_p, POINTER(sda_device_details), c_size_t, POINTER(c_size_t)),
     "sda_device_kind_str": _raw(c_char_p, c_int32),
     # guarded runs
-    "sda_guard_options_default": _raw(sda_guard_options),
-    "sda_run_report_default": _raw(sda_run_report),
+    "sda_guard_options_init": _status(POINTER(sda_guard_options), c_size_t),
+    "sda_run_report_init": _status(POINTER(sda_run_report), c_size_t),
     "sda_guarded_run": _raw(sda_status, sda_context_p, sda_work_callback, c_void_p, POINTER(sda_guard_options), POINTER(sda_run_report)),
     "sda_guarded_run_batched": _raw(sda_status, sda_context_p, sda_batch_callback, c_void_p, POINTER(sda_guard_options), POINTER(sda_run_report)),
     # logging
     "sda_set_log_callback": _status(sda_log_callback, c_void_p),
     # memory
+    "sda_memory_figures_init": _status(POINTER(sda_memory_figures), c_size_t),
     "sda_memory_info": _status(sda_context_p, POINTER(sda_memory_figures)),
     "sda_clear_cache": _status(sda_context_p),
     "sda_reset_peak": _status(sda_context_p),
     # worker placement
-    "sda_worker_plan_default": _raw(sda_worker_plan),
+    "sda_worker_plan_init": _status(POINTER(sda_worker_plan), c_size_t),
     "sda_plan_workers": _raw(sda_status, sda_context_p, c_char_p, c_uint32, c_uint32, POINTER(sda_worker_plan), c_void_p, c_size_t, POINTER(c_size_t)),
     # batch probe
-    "sda_probe_options_default": _raw(sda_probe_options),
-    "sda_probe_result_default": _raw(sda_probe_result),
+    "sda_probe_options_init": _status(POINTER(sda_probe_options), c_size_t),
+    "sda_probe_result_init": _status(POINTER(sda_probe_result), c_size_t),
     "sda_probe_batch": _raw(sda_status, sda_context_p, POINTER(sda_probe_options), POINTER(sda_probe_result)),
     # recommendations and reports
-    "sda_recommendation_default": _raw(sda_recommendation),
+    "sda_recommendation_init": _status(POINTER(sda_recommendation), c_size_t),
     "sda_recommend": _status(sda_context_p, c_uint64, POINTER(sda_recommendation)),
     "sda_report": _raw(sda_status, sda_context_p, c_int32, c_void_p, c_size_t, POINTER(c_size_t)),
     "sda_report_json": _raw(sda_status, sda_context_p, c_int32, c_void_p, c_size_t, POINTER(c_size_t)),
@@ -451,11 +522,20 @@ FUNCTIONS: dict[str, Signature] = {
     "sda_set_error_message": _status(c_char_p),
     "sda_version": _raw(c_char_p),
     # environment validation
+    "sda_problem_init": _status(POINTER(sda_problem), c_size_t),
     "sda_validate_environment": _raw(sda_status, sda_context_p, c_bool, POINTER(sda_problem), c_size_t, POINTER(c_size_t)),
     "sda_severity_str": _raw(c_char_p, c_int32),
     # built-in workload
-    "sda_workload_default": _raw(sda_workload),
+    "sda_workload_init": _status(POINTER(sda_workload), c_size_t),
     "sda_run_workload": _status(sda_context_p, POINTER(sda_workload), c_uint32),
+    # a model file as the workload
+    "sda_model_options_init": _status(POINTER(sda_model_options), c_size_t),
+    "sda_model_details_init": _status(POINTER(sda_model_details), c_size_t),
+    "sda_model_load": _status(sda_context_p, POINTER(sda_model_options), POINTER(sda_model_p)),
+    "sda_model_free": _status(sda_model_p),
+    "sda_model_run": _status(sda_model_p, c_uint32),
+    "sda_model_info": _status(sda_model_p, POINTER(sda_model_details)),
+    "sda_guarded_run_model": _raw(sda_status, sda_context_p, sda_model_p, POINTER(sda_guard_options), POINTER(sda_run_report)),
 }
 
 
@@ -484,13 +564,15 @@ def candidates(environ: os._Environ | dict | None = None) -> list[str]:
     return out
 
 
-def _library_major(lib: ctypes.CDLL) -> int:
+def _library_abi(lib: ctypes.CDLL) -> str:
+    """The ABI version of a loaded libsda: ``major`` from 1.0 on, ``0.minor`` before it."""
     version = ctypes.CFUNCTYPE(c_char_p)(("sda_version", lib))()
-    return int(version.decode().split(".")[0])
+    major, minor = version.decode().split(".")[:2]
+    return major if major != "0" else f"0.{minor}"
 
 
 def load_library(environ: os._Environ | dict | None = None) -> ctypes.CDLL:
-    """Loads libsda from the first candidate that loads and has ABI major ``ABI_MAJOR``."""
+    """Loads libsda from the first candidate that loads and has ABI version ``ABI_VERSION``."""
     tried = []
     for candidate in candidates(environ):
         try:
@@ -498,9 +580,9 @@ def load_library(environ: os._Environ | dict | None = None) -> ctypes.CDLL:
         except OSError as exc:
             tried.append(f"{candidate}: {exc}")
             continue
-        major = _library_major(lib)
-        if major != ABI_MAJOR:
-            tried.append(f"{candidate}: ABI major version {major}, this binding needs {ABI_MAJOR}")
+        abi = _library_abi(lib)
+        if abi != ABI_VERSION:
+            tried.append(f"{candidate}: ABI version {abi}, this binding needs {ABI_VERSION}")
             continue
         return declare(lib)
     raise LibraryNotFoundError(
@@ -552,3 +634,15 @@ lib = load_library()
 def last_error_message() -> str:
     """The calling thread's last libsda error message."""
     return lib.sda_last_error_message().decode("utf-8", "replace")
+
+
+def new(struct_type: type, lib: ctypes.CDLL | None = None) -> ctypes.Structure:
+    """A struct initialised by its C init function with this binding's ``sizeof`` (the header's rule
+    for structs that grow): defaults for options, zeros for results, ``struct_size`` set."""
+    if lib is None:
+        from . import lib as loaded  # the package's library
+
+        lib = loaded
+    struct = struct_type()
+    getattr(lib, f"{struct_type.__name__}_init")(ctypes.byref(struct), ctypes.sizeof(struct_type))
+    return struct

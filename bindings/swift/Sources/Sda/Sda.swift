@@ -72,6 +72,15 @@ func check(_ status: Int32) throws {
     if status != Status.ok.rawValue { throw SdaError.last(status) }
 }
 
+/// A C struct initialised by its init function with this program's own size (the header's rule for
+/// structs that grow: `struct_size` set, defaults for options, zeros for results). Cannot fail: the
+/// size is this program's own.
+func initialised<T>(_ initialise: (UnsafeMutablePointer<T>?, Int) -> Int32, _ blank: T) -> T {
+    var value = blank
+    _ = initialise(&value, MemoryLayout<T>.stride)
+    return value
+}
+
 /// A NUL-terminated fixed-size C array (imported as a tuple) as a String.
 func string<T>(fromFixed tuple: T) -> String {
     withUnsafeBytes(of: tuple) { raw in
@@ -111,7 +120,7 @@ public enum Sda {
 
     /// The loaded torch backend (`loaded` false while none is); never loads anything.
     public static func backendInfo() throws -> BackendDetails {
-        var details = sda_backend_details()
+        var details = initialised(sda_backend_details_init, sda_backend_details())
         try check(sda_backend_info(&details))
         return BackendDetails(details)
     }
@@ -164,7 +173,7 @@ public struct Selection: Sendable {
     init(_ c: sda_selection) {
         kind = DeviceKind(rawValue: c.kind) ?? .cpu
         index = c.index
-        fellBack = c.fell_back
+        fellBack = c.fell_back != 0
         device = string(fromFixed: c.device)
         requested = string(fromFixed: c.requested)
         reason = string(fromFixed: c.reason)
@@ -196,8 +205,8 @@ public struct DeviceDetails: Sendable {
         computeCapability = (c.compute_capability_major, c.compute_capability_minor)
         cudaRuntimeVersion = string(fromFixed: c.cuda_runtime_version)
         cudaDriverVersion = string(fromFixed: c.cuda_driver_version)
-        bf16Supported = c.bf16_supported
-        fp16Supported = c.fp16_supported
+        bf16Supported = c.bf16_supported != 0
+        fp16Supported = c.fp16_supported != 0
         deviceCount = c.device_count
     }
 }
@@ -228,8 +237,8 @@ public struct BackendDetails: Sendable {
     public let libtorchCudaVersion: String
 
     init(_ c: sda_backend_details) {
-        loaded = c.loaded
-        cudaBuild = c.cuda_build
+        loaded = c.loaded != 0
+        cudaBuild = c.cuda_build != 0
         modulePath = string(fromFixed: c.module_path)
         libtorchPath = string(fromFixed: c.libtorch_path)
         libtorchVersion = string(fromFixed: c.libtorch_version)
@@ -258,7 +267,7 @@ public struct RunReport: Sendable {
         accumulationSteps = c.accumulation_steps
         attempts = c.attempts
         oomAttempts = c.oom_attempts
-        measured = c.measured
+        measured = c.measured != 0
         peakBytes = c.peak_bytes
         memoryBefore = c.memory_before
         memoryAfter = c.memory_after
@@ -274,23 +283,23 @@ public struct Workload: Sendable {
     public var withBackward: Bool
 
     public init() {
-        let c = sda_workload_default()
+        let c = initialised(sda_workload_init, sda_workload())
         channels = c.channels
         sampleLength = c.sample_length
         outChannels = c.out_channels
         kernelSize = c.kernel_size
         padding = c.padding
-        withBackward = c.with_backward
+        withBackward = c.with_backward != 0
     }
 
     var c: sda_workload {
-        var c = sda_workload_default()  // sets struct_size
+        var c = initialised(sda_workload_init, sda_workload())  // sets struct_size
         c.channels = channels
         c.sample_length = sampleLength
         c.out_channels = outChannels
         c.kernel_size = kernelSize
         c.padding = padding
-        c.with_backward = withBackward
+        c.with_backward = withBackward ? 1 : 0
         return c
     }
 }
@@ -311,8 +320,8 @@ public struct ProbeProgress: Sendable {
 
     init(_ c: sda_probe_progress) {
         batch = c.batch
-        ok = c.ok
-        oom = c.oom
+        ok = c.ok != 0
+        oom = c.oom != 0
         peakBytes = c.peak_bytes
         predictedBytes = c.predicted_bytes
         elapsedMs = c.elapsed_ms
@@ -337,7 +346,7 @@ public struct ProbeResult: Sendable {
         runs = c.runs
         oomRuns = c.oom_runs
         stop = ProbeStop(rawValue: c.stop) ?? .budget
-        capped = c.capped
+        capped = c.capped != 0
         fixedBytes = c.fixed_bytes
         perSampleBytes = c.per_sample_bytes
         predictedPeakBytes = c.predicted_peak_bytes
@@ -414,13 +423,13 @@ public struct Recommendation: Sendable {
         device = string(fromFixed: c.device)
         memoryTotal = c.memory_total
         batchSize = c.batch_size
-        batchFromProbe = c.batch_from_probe
-        gradientCheckpointing = c.gradient_checkpointing
+        batchFromProbe = c.batch_from_probe != 0
+        gradientCheckpointing = c.gradient_checkpointing != 0
         blocks = c.blocks
         channels = c.channels
         tierLabel = string(fromFixed: c.tier_label)
         batchReason = string(fromFixed: c.batch_reason)
-        adviceGiven = c.advice_given
+        adviceGiven = c.advice_given != 0
         memoryStrategy = string(fromFixed: c.memory_strategy)
         memoryFraction = c.memory_fraction
         memoryReason = string(fromFixed: c.memory_reason)
@@ -532,7 +541,7 @@ public final class Context: @unchecked Sendable {
     /// Selects `auto`, `cpu`, `cuda`, `cuda:N` or `mps` (nil: the config's `hardware.device`).
     @discardableResult
     public func select(_ preference: String? = nil) throws -> Selection {
-        var out = sda_selection()
+        var out = initialised(sda_selection_init, sda_selection())
         if let preference {
             try check(sda_select_device(handle, preference, &out))
         } else {
@@ -543,7 +552,7 @@ public final class Context: @unchecked Sendable {
 
     /// The selected device, free memory measured now.
     public func deviceInfo() throws -> DeviceDetails {
-        var out = sda_device_details()
+        var out = initialised(sda_device_details_init, sda_device_details())
         try check(sda_device_info(handle, &out))
         return DeviceDetails(out)
     }
@@ -554,7 +563,7 @@ public final class Context: @unchecked Sendable {
         var status = sda_list_devices(handle, nil, 0, &count)
         while true {
             if status != Status.ok.rawValue && status != Status.bufferTooSmall.rawValue { throw SdaError.last(status) }
-            var devices = [sda_device_details](repeating: sda_device_details(), count: max(count, 1))
+            var devices = [sda_device_details](repeating: initialised(sda_device_details_init, sda_device_details()), count: max(count, 1))
             status = devices.withUnsafeMutableBufferPointer { sda_list_devices(handle, $0.baseAddress, $0.count, &count) }
             if status == Status.ok.rawValue { return devices.prefix(count).map(DeviceDetails.init) }
         }
@@ -562,7 +571,7 @@ public final class Context: @unchecked Sendable {
 
     /// Memory figures of the selected device.
     public func memoryInfo() throws -> MemoryFigures {
-        var out = sda_memory_figures()
+        var out = initialised(sda_memory_figures_init, sda_memory_figures())
         try check(sda_memory_info(handle, &out))
         return MemoryFigures(out)
     }
@@ -598,7 +607,7 @@ public final class Context: @unchecked Sendable {
     @discardableResult
     public func guardedRun(batchSize: UInt32 = 0, budgetBytes: UInt64 = 0, workID: UInt64 = 0,
                            _ body: () throws -> Void) throws -> RunReport {
-        var options = sda_guard_options_default()
+        var options = initialised(sda_guard_options_init, sda_guard_options())
         options.batch_size = batchSize
         options.budget_bytes = budgetBytes
         options.work_id = workID
@@ -618,11 +627,11 @@ public final class Context: @unchecked Sendable {
     public func guardedRunBatched(batchSize: UInt32, minBatch: UInt32 = 1, maxAttempts: UInt32 = 8,
                                   keepEffectiveBatch: Bool = false, budgetBytes: UInt64 = 0, workID: UInt64 = 0,
                                   _ body: (UInt32, UInt32) throws -> Void) throws -> RunReport {
-        var options = sda_guard_options_default()
+        var options = initialised(sda_guard_options_init, sda_guard_options())
         options.batch_size = batchSize
         options.min_batch = minBatch
         options.max_attempts = maxAttempts
-        options.keep_effective_batch = keepEffectiveBatch
+        options.keep_effective_batch = keepEffectiveBatch ? 1 : 0
         options.budget_bytes = budgetBytes
         options.work_id = workID
         return try withoutActuallyEscaping(body) { body in
@@ -640,7 +649,7 @@ extension Context {
     /// Plans where worker `workerID` of `workers` runs (`auto`, `cpu`, `single_gpu`, `multi_gpu`; 0
     /// workers = the strategy's default) and the environment to start it with. Launches nothing.
     public func planWorkers(strategy: String = "auto", workers: UInt32 = 0, workerID: UInt32 = 0) throws -> WorkerPlan {
-        var plan = sda_worker_plan_default()
+        var plan = initialised(sda_worker_plan_init, sda_worker_plan())
         let env = try readString { sda_plan_workers(handle, strategy, workers, workerID, &plan, $0, $1, $2) }
         return WorkerPlan(plan, env: env)
     }
@@ -648,7 +657,7 @@ extension Context {
     /// The tier for the selected device's memory, and with `parameters` > 0 a memory strategy for a
     /// model of that size. Changes nothing.
     public func recommend(parameters: UInt64 = 0) throws -> Recommendation {
-        var out = sda_recommendation_default()
+        var out = initialised(sda_recommendation_init, sda_recommendation())
         try check(sda_recommend(handle, parameters, &out))
         return Recommendation(out)
     }
@@ -669,7 +678,7 @@ extension Context {
         var status = sda_validate_environment(handle, loadBackend, nil, 0, &count)
         while true {
             if status != Status.ok.rawValue && status != Status.bufferTooSmall.rawValue { throw SdaError.last(status) }
-            var problems = [sda_problem](repeating: sda_problem(), count: max(count, 1))
+            var problems = [sda_problem](repeating: initialised(sda_problem_init, sda_problem()), count: max(count, 1))
             status = problems.withUnsafeMutableBufferPointer { sda_validate_environment(handle, loadBackend, $0.baseAddress, $0.count, &count) }
             if status == Status.ok.rawValue { return problems.prefix(count).map(Problem.init) }
         }
@@ -713,7 +722,7 @@ extension Context {
     private func probe(_ minBatch: UInt32, _ maxBatch: UInt32, _ maxRuns: UInt32, _ budgetBytes: UInt64,
                        _ marginBytes: UInt64, _ saveTo: Config?, _ progress: ((ProbeProgress) -> Bool)?,
                        work: Call?, configure: (inout sda_probe_options) -> Void) throws -> ProbeResult {
-        var options = sda_probe_options_default()
+        var options = initialised(sda_probe_options_init, sda_probe_options())
         if minBatch != 0 { options.min_batch = minBatch }
         if maxBatch != 0 { options.max_batch = maxBatch }
         if maxRuns != 0 { options.max_runs = maxRuns }
@@ -728,7 +737,7 @@ extension Context {
             }
             options.progress_user_data = Unmanaged.passUnretained(box).toOpaque()
         }
-        var result = sda_probe_result_default()
+        var result = initialised(sda_probe_result_init, sda_probe_result())
         let status = withExtendedLifetime(box) { sda_probe_batch(handle, &options, &result) }
         let message = status == Status.ok.rawValue ? "" : Sda.lastErrorMessage
         if let error = work?.error { throw error }
@@ -762,13 +771,155 @@ final class Call {
 
     /// Calls `start(user_data, &report)` and turns its status into a report or a thrown error.
     func run(_ start: (UnsafeMutableRawPointer, UnsafeMutablePointer<sda_run_report>) -> Int32) throws -> RunReport {
-        var report = sda_run_report_default()
+        var report = initialised(sda_run_report_init, sda_run_report())
         let status = withExtendedLifetime(self) { start(Unmanaged.passUnretained(self).toOpaque(), &report) }
         let message = status == Status.ok.rawValue ? "" : Sda.lastErrorMessage
         let result = RunReport(report)
         if let error { throw error }
         if status != Status.ok.rawValue {
             throw SdaError(status: Status(rawValue: status), message: result.guidance.isEmpty ? message : result.guidance, report: result)
+        }
+        return result
+    }
+}
+
+// MARK: - A model file as the workload
+
+/// Element type of a model's input (`sda_dtype`).
+public enum Dtype: Int32, Sendable, CustomStringConvertible {
+    case f32 = 0, f16 = 1, bf16 = 2
+
+    public var description: String {
+        switch self {
+        case .f32: return "f32"
+        case .f16: return "f16"
+        case .bf16: return "bf16"
+        }
+    }
+}
+
+/// The kind of model file that was loaded (`sda_model_format`).
+public enum ModelFormat: Int32, Sendable {
+    /// A TorchScript module (`torch.jit.save`).
+    case torchscript = 0
+    /// An AOTInductor package (`.pt2`), inference only.
+    case aoti = 1
+}
+
+/// What a loaded model is: its format, the device it was loaded on, its input and its sizes in bytes
+/// (`residentBytes` = parameters + buffers, held while it is loaded).
+public struct ModelDetails: Sendable {
+    public let format: ModelFormat
+    public let kind: DeviceKind
+    public let index: Int32
+    public let dtype: Dtype
+    public let train: Bool
+    public let paramBytes, bufferBytes, residentBytes, workID: UInt64
+
+    init(_ c: sda_model_details) {
+        format = ModelFormat(rawValue: c.format) ?? .torchscript
+        kind = DeviceKind(rawValue: c.kind) ?? .cpu
+        index = c.index
+        dtype = Dtype(rawValue: c.dtype) ?? .f32
+        train = c.train != 0
+        paramBytes = c.param_bytes
+        bufferBytes = c.buffer_bytes
+        residentBytes = c.resident_bytes
+        workID = c.work_id
+    }
+}
+
+/// A model file (a TorchScript module, or an AOTInductor `.pt2` package for inference) loaded on a
+/// context's selected device, run with random input `[batch] + inputShape` (`Context.loadModel`).
+/// Freed in `deinit`. It keeps its context's state alive: it still runs after the `Context` is
+/// gone, but `Context.probeBatch(model:)` and `Context.guardedRunModel` need the context that loaded
+/// it.
+public final class Model: @unchecked Sendable {
+    let handle: OpaquePointer
+    /// The model file.
+    public let path: String
+    /// Shape of one sample.
+    public let inputShape: [UInt64]
+
+    init(context: Context, path: String, inputShape: [UInt64], dtype: Dtype, train: Bool) throws {
+        var options = initialised(sda_model_options_init, sda_model_options())
+        options.input_rank = inputShape.count
+        options.dtype = dtype.rawValue
+        options.train = train ? 1 : 0
+        var handle: OpaquePointer?
+        let status = path.withCString { cPath in
+            inputShape.withUnsafeBufferPointer { shape in
+                options.path = cPath
+                options.input_shape = shape.baseAddress
+                return sda_model_load(context.handle, &options, &handle)
+            }
+        }
+        try check(status)
+        self.handle = handle!
+        self.path = path
+        self.inputShape = inputShape
+    }
+
+    deinit { _ = sda_model_free(handle) }
+
+    /// Runs the model once with `batch` samples (inference, or one training step when loaded with
+    /// `train`). A real allocation failure throws `SdaError` with `.outOfMemory`; a batch, shape or
+    /// dtype the model does not accept throws `.invalidArgument` with the model's message.
+    public func run(batch: UInt32) throws { try check(sda_model_run(handle, batch)) }
+
+    /// Format, device, input and sizes of the loaded model.
+    public func details() throws -> ModelDetails {
+        var out = initialised(sda_model_details_init, sda_model_details())
+        try check(sda_model_info(handle, &out))
+        return ModelDetails(out)
+    }
+}
+
+extension Context {
+    /// Loads a model file onto the selected device: `inputShape` is one sample's shape (the batch
+    /// dimension is added in front), `dtype` the input's element type (the weights are not
+    /// converted), `train` makes every run one training step. A missing file, a file that is no
+    /// model or a zero dimension throw `.invalidArgument` and leave nothing loaded; a shape or dtype
+    /// the model rejects is found by the first run.
+    public func loadModel(path: String, inputShape: [UInt64], dtype: Dtype = .f32, train: Bool = false) throws -> Model {
+        try Model(context: self, path: path, inputShape: inputShape, dtype: dtype, train: train)
+    }
+
+    /// Finds the largest batch of `model` (loaded with this context) that fits the memory budget;
+    /// every run's peak counts the model's resident bytes. A model that accepts only its traced batch
+    /// throws `.invalidArgument`, not out-of-memory.
+    public func probeBatch(model: Model, minBatch: UInt32 = 0, maxBatch: UInt32 = 0, maxRuns: UInt32 = 0,
+                           budgetBytes: UInt64 = 0, marginBytes: UInt64 = 0, saveTo: Config? = nil,
+                           progress: ((ProbeProgress) -> Bool)? = nil) throws -> ProbeResult {
+        try withExtendedLifetime(model) {
+            try probe(minBatch, maxBatch, maxRuns, budgetBytes, marginBytes, saveTo, progress, work: nil) { options in
+                options.model = model.handle
+            }
+        }
+    }
+
+    /// Runs `model` under guard with `batch` samples: one run with `maxAttempts` 1, otherwise (0: the
+    /// library's default of 8 attempts) retries with a smaller batch chosen from the measured memory
+    /// after each out-of-memory failure, down to `minBatch`; `report.finalBatch` is the batch that
+    /// fit. When none fits it throws `SdaError(.outOfMemory)` whose `report` names a batch that does;
+    /// a batch the model does not accept throws `.invalidArgument`, never out-of-memory.
+    @discardableResult
+    public func guardedRunModel(_ model: Model, batch: UInt32, minBatch: UInt32 = 0, maxAttempts: UInt32 = 0,
+                                budgetBytes: UInt64 = 0, marginBytes: UInt64 = 0, workID: UInt64 = 0) throws -> RunReport {
+        var options = initialised(sda_guard_options_init, sda_guard_options())
+        options.batch_size = batch
+        if minBatch != 0 { options.min_batch = minBatch }
+        if maxAttempts != 0 { options.max_attempts = maxAttempts }
+        options.budget_bytes = budgetBytes
+        options.margin_bytes = marginBytes
+        options.work_id = workID
+        var report = initialised(sda_run_report_init, sda_run_report())
+        let status = withExtendedLifetime(model) { sda_guarded_run_model(handle, model.handle, &options, &report) }
+        let message = status == Status.ok.rawValue ? "" : Sda.lastErrorMessage
+        let result = RunReport(report)
+        if status != Status.ok.rawValue {
+            throw SdaError(status: Status(rawValue: status), message: result.guidance.isEmpty ? message : result.guidance,
+                           report: result.attempts > 0 ? result : nil)
         }
         return result
     }

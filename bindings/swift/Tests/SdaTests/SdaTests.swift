@@ -175,6 +175,24 @@ final class SdaTests: XCTestCase {
         XCTAssertEqual(try context.guardedRun {}.status, .ok)  // the library is unharmed
     }
 
+    /// A model file as the workload: bad input throws with the model's words (no model file is at
+    /// hand in the Swift root: the loading, running and probing of real models are tested from C,
+    /// C++ and Python).
+    func testAMissingOrUnreadableModelThrowsInvalidArgument() throws {
+        let context = try cpuContext()
+        XCTAssertThrowsError(try context.loadModel(path: "/nonexistent/model.pt", inputShape: [2, 100])) { error in
+            XCTAssertEqual((error as? SdaError)?.status, .invalidArgument)
+            XCTAssertTrue((error as? SdaError)?.message.contains("/nonexistent/model.pt") ?? false)
+        }
+        XCTAssertThrowsError(try context.loadModel(path: "/", inputShape: [2, 100], dtype: .bf16, train: true)) { error in
+            XCTAssertEqual((error as? SdaError)?.status, .invalidArgument)
+        }
+        XCTAssertThrowsError(try context.loadModel(path: "/nonexistent/model.pt", inputShape: [2, 0])) { error in
+            XCTAssertEqual((error as? SdaError)?.status, .invalidArgument)
+        }
+        XCTAssertEqual(Dtype.bf16.description, "bf16")
+    }
+
     func testBatchedRunShrinksUntilItFits() throws {
         let context = try cpuContext()
         var tried: [UInt32] = []

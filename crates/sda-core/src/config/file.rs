@@ -61,12 +61,10 @@ impl Config {
 
         let mut builder = tempfile::Builder::new();
         builder.prefix(".sda-config-").suffix(".tmp");
-        #[cfg(unix)]
-        {
-            // A new file gets 0666 minus the umask, as any editor would create it (tempfile's own
-            // default is 0600).
-            use std::os::unix::fs::PermissionsExt;
-            builder.permissions(std::fs::Permissions::from_mode(0o666));
+        // A new file gets 0666 minus the umask on Unix, as any editor would create it (tempfile's own
+        // default is 0600); on Windows the directory's inherited ACL.
+        if let Some(permissions) = crate::platform::new_file_permissions() {
+            builder.permissions(permissions);
         }
         let mut tmp = builder
             .tempfile_in(&dir)
@@ -162,11 +160,7 @@ fn read_config_file(path: &Path) -> std::io::Result<Vec<u8>> {
     use std::io::Read;
     let mut options = std::fs::OpenOptions::new();
     options.read(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.custom_flags(libc::O_NONBLOCK);
-    }
+    crate::platform::open_nonblocking(&mut options);
     let file = options.open(path)?;
     if !file.metadata()?.is_file() {
         return Err(std::io::Error::new(
@@ -189,21 +183,10 @@ fn read_config_file(path: &Path) -> std::io::Result<Vec<u8>> {
     Ok(bytes)
 }
 
-/// Flushes a directory entry change (the rename) to disk. Filesystems that cannot sync a directory
-/// say so with EINVAL; there is nothing more to do on them.
+/// Flushes a directory entry change (the rename) to disk, where the OS can (see
+/// `platform::sync_dir`).
 fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    #[cfg(unix)]
-    {
-        match std::fs::File::open(dir).and_then(|d| d.sync_all()) {
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok(()),
-            other => other,
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = dir;
-        Ok(())
-    }
+    crate::platform::sync_dir(dir)
 }
 
 #[cfg(test)]
@@ -286,6 +269,7 @@ mod tests {
         assert!(err.message().contains("not a regular file"), "{err}");
     }
 
+    // platform: POSIX modes and symlink(2) are what this test checks; Windows has neither.
     #[cfg(unix)]
     #[test]
     fn save_keeps_permissions_and_follows_symlinks() {

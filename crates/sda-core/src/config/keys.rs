@@ -176,6 +176,15 @@ pub const KEYS: &[Key] = &[
         description: "path of the torch backend module; empty = the one beside libsda",
         slot: field!(Path, hardware.backend, optional_path),
     },
+    Key {
+        name: "hardware.libtorch",
+        default: "",
+        example: "/opt/libtorch/lib",
+        accepted: "a directory holding libtorch_cpu, or empty",
+        description:
+            "libtorch for the torch backend (SDA_LIBTORCH wins); empty = found at run time",
+        slot: field!(Path, hardware.libtorch, optional_path),
+    },
 ];
 
 /// The key named `name`.

@@ -89,6 +89,9 @@ pub struct Hardware {
     pub strict: bool,
     /// Path of the torch backend module; empty means "beside libsda".
     pub backend: String,
+    /// Directory holding the libtorch the backend uses (its `libtorch_cpu`); empty means "found at
+    /// run time" (see `crate::libtorch_discovery`). `SDA_LIBTORCH` takes precedence.
+    pub libtorch: String,
 }
 
 impl Default for Hardware {
@@ -101,6 +104,7 @@ impl Default for Hardware {
             max_batch_size: 0,
             strict: false,
             backend: String::new(),
+            libtorch: String::new(),
         }
     }
 }
