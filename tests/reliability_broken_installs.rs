@@ -12,9 +12,9 @@
 //! a backend of another ABI version (a module whose entry point refuses version 1, and one that hands
 //! out a table of another version and size); a backend that resolves a libtorch of another version
 //! than it was built against (the real libraries under a `version.py` that says 2.9.1) and one that
-//! resolves an incompatible `libtorch_cpu.so` (a stand-in without libtorch's symbols), both through
-//! `LD_LIBRARY_PATH` ahead of the module's RUNPATH; and the libtorch directory removed (a copy of the
-//! module whose RUNPATH names a directory that does not exist).
+//! resolves an incompatible `libtorch_cpu.so` (a stand-in without libtorch's symbols), both named by
+//! `SDA_LIBTORCH` (and `LD_LIBRARY_PATH`); a truncated `libtorch_cpu.so` named the same way; and
+//! `SDA_LIBTORCH` naming a directory that does not exist.
 
 mod reliability_support;
 
@@ -311,21 +311,6 @@ fn load_extent(b: &[u8]) -> u64 {
         .unwrap()
 }
 
-/// A copy of the module whose RUNPATH names `dir` instead (padded with NULs; `dir` must not be
-/// longer than the original).
-fn module_with_runpath(module: &Path, out: &Path, dir: &str) {
-    let mut bytes = std::fs::read(module).unwrap();
-    let (offset, len) = elf_runpath(&bytes).expect("RUNPATH");
-    assert!(
-        dir.len() <= len,
-        "{dir} is longer than the RUNPATH it replaces"
-    );
-    bytes[offset..offset + len].fill(0);
-    bytes[offset..offset + dir.len()].copy_from_slice(dir.as_bytes());
-    std::fs::write(out, bytes).unwrap();
-    assert_eq!(torch_lib_dir(out), PathBuf::from(dir));
-}
-
 fn cases(dir: &Path) -> Vec<Case> {
     let real = rs::backend_module();
     let module_str = |p: &Path| p.display().to_string();
@@ -386,7 +371,6 @@ fn cases(dir: &Path) -> Vec<Case> {
         via_config: false,
         ld_library_path: Some(cut_dir.clone()),
         expect: vec![
-            module_str(&real),
             cut_dir.join("libtorch_cpu.so").display().to_string(),
             "damaged".into(),
         ],
@@ -445,11 +429,7 @@ fn cases(dir: &Path) -> Vec<Case> {
         module: real.clone(),
         via_config: false,
         ld_library_path: Some(other_version.clone()),
-        expect: vec![
-            module_str(&real),
-            "2.9.1".into(),
-            other_version.join("libtorch_cpu.so").display().to_string(),
-        ],
+        expect: vec!["2.9.1".into(), other_version.display().to_string()],
     });
 
     let stand_in = dir.join("stand-in/libtorch_cpu.so");
@@ -468,25 +448,13 @@ fn cases(dir: &Path) -> Vec<Case> {
         expect: vec![module_str(&real), "undefined symbol".into()],
     });
 
-    let removed = dir.join("runpath-removed/libsda_torch.so");
-    std::fs::create_dir_all(removed.parent().unwrap()).unwrap();
-    // A directory that does not exist, no longer than the RUNPATH it replaces.
-    let original_len = elf_runpath(&bytes).expect("RUNPATH").1;
-    let gone = ["/sda-libtorch-removed", "/sda-removed", "/nx"]
-        .into_iter()
-        .find(|g| g.len() <= original_len)
-        .unwrap();
-    module_with_runpath(&real, &removed, gone);
+    let gone = dir.join("libtorch-removed/lib");
     out.push(Case {
-        name: "libtorch directory removed (RUNPATH names a missing directory)",
-        module: removed.clone(),
+        name: "libtorch directory removed (SDA_LIBTORCH names a missing directory)",
+        module: real.clone(),
         via_config: false,
-        ld_library_path: None,
-        expect: vec![
-            module_str(&removed),
-            "libtorch_cpu.so".into(),
-            format!("it looks in {gone} (missing)"),
-        ],
+        ld_library_path: Some(gone.clone()),
+        expect: vec!["SDA_LIBTORCH".into(), gone.display().to_string()],
     });
     out
 }
@@ -514,7 +482,9 @@ fn every_broken_install_is_backend_unavailable_with_a_fix_and_the_core_works() {
             run.env("SDA_BACKEND", &case.module);
         }
         if let Some(p) = &case.ld_library_path {
+            // The host points libsda at that libtorch (and its loader too).
             run.env("LD_LIBRARY_PATH", p);
+            run.env("SDA_LIBTORCH", p);
         }
         let out = run.run();
         let message = out

@@ -117,11 +117,22 @@ pub fn load_with(configured: &str, configured_libtorch: &str) -> Result<&'static
         return Ok(backend);
     }
     LOAD_ATTEMPTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let choice = choose_module(configured, configured_libtorch)?;
-    let preloaded = choice.libtorch.source == discovery::Source::Mapped;
-    discovery::preload(&choice.libtorch)?;
-    let mut backend = open(&choice.module.path)?;
-    backend.info.libtorch_preloaded = preloaded;
+    let (backend, found) = match choose_module(configured, configured_libtorch) {
+        Ok(choice) => {
+            let preloaded = choice.libtorch.source == discovery::Source::Mapped;
+            discovery::preload(&choice.libtorch)?;
+            let mut backend = open(&choice.module.path)?;
+            backend.info.libtorch_preloaded = preloaded;
+            (backend, choice.libtorch.source.describe())
+        }
+        // A module that records no libtorch at all may be damaged, not a libsda backend, or of
+        // another ABI: its own checks say what is wrong better than the search for a libtorch, and
+        // a module that passes them runs on whatever libtorch its run path finds.
+        Err(e) => match unrecorded_module(configured) {
+            Some(path) => (open(&path)?, "found through the module's own run path"),
+            None => return Err(e),
+        },
+    };
     let backend: &'static Backend = Box::leak(Box::new(backend));
     messages.push(
         log::Level::Info,
@@ -134,7 +145,7 @@ pub fn load_with(configured: &str, configured_libtorch: &str) -> Result<&'static
                 .as_deref()
                 .unwrap_or("of unknown version"),
             backend.info.loaded_libtorch_path.display(),
-            choice.libtorch.source.describe()
+            found
         ),
     );
     Ok(LOADED.get_or_init(|| backend))
@@ -160,6 +171,12 @@ fn choose_module(configured: &str, configured_libtorch: &str) -> Result<discover
         std::env::var_os(LIBTORCH_ENV).as_deref(),
         configured_libtorch,
     )
+}
+
+/// The module `find_module` picks, when it records no libtorch (see [`load_with`]).
+fn unrecorded_module(configured: &str) -> Option<PathBuf> {
+    let path = find_module(configured).ok()?;
+    Module::read(&path).built_version.is_none().then_some(path)
 }
 
 /// Where to look for the module. An explicit choice (`$SDA_BACKEND`, else the config's

@@ -283,7 +283,8 @@ fn choose_with(
         let found = libtorch_in(&dir).ok_or_else(|| {
             Error::backend_unavailable(format!(
                 "{name} holds no libtorch: neither it nor its lib/ has {}; point it at the \
-                 lib/ directory of libtorch {accepted} (for a PyPI torch: site-packages/torch/lib)",
+                 lib/ directory of libtorch {accepted} (for a PyPI torch: site-packages/torch/lib, after pip \
+                 install torch)",
                 abi::LIBTORCH_CPU
             ))
         })?;
@@ -395,6 +396,20 @@ pub fn preload(libtorch: &Libtorch) -> Result<()> {
         let path = libtorch.dir.join(name);
         if !path.is_file() {
             continue;
+        }
+        // A library cut short would be mapped all the same and kill the host on first touch.
+        if let Some(cut) = platform::find_truncated(&path, std::slice::from_ref(&libtorch.dir)) {
+            return Err(Error::backend_unavailable(format!(
+                "the libtorch in {} ({}) is damaged: {} is {} bytes, but its loadable segments need \
+                 {} (cut short by an interrupted copy or install?); it was not loaded, because \
+                 mapping it would crash the process. Reinstall it (pip install --force-reinstall \
+                 torch) or point {LIBTORCH_ENV} at another",
+                libtorch.dir.display(),
+                libtorch.source.describe(),
+                cut.path.display(),
+                cut.size,
+                cut.needed
+            )));
         }
         // SAFETY: loading libtorch runs its static initialisers, which is what the backend needs
         // anyway (the module itself links it); the handle is leaked, so the library stays mapped.
