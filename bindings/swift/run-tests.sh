@@ -95,11 +95,11 @@ run_in_namespace() {
   mount --bind /dev "$root/dev"; mounted+=("$root/dev")
   bind_same_path "$prefix" ro
 
-  # The libtorch the backend was built against, named by the backend's rpath. A PyPI wheel's
-  # libtorch finds its CUDA libraries in sibling packages (../../nvidia/*), so the folder that holds
-  # the torch package is mounted, not only torch/lib.
+  # The libtorch the backend was built against (the module records it; libsda finds it there when
+  # nothing else names one). A PyPI wheel's libtorch finds its CUDA libraries in sibling packages
+  # (../../nvidia/*), so the folder that holds the torch package is mounted, not only torch/lib.
   local torch_lib torch_home
-  torch_lib=$(objdump -p "$prefix/lib/libsda_torch.so" | awk '$1 == "RUNPATH" || $1 == "RPATH" {print $2}' | cut -d: -f1)
+  torch_lib=$(bash "$repo/scripts/provision.sh")/lib
   if [ -n "$torch_lib" ] && [ -d "$torch_lib" ]; then
     torch_home=$(cd "$torch_lib/../.." && pwd -P)
     bind_same_path "$torch_home" ro
