@@ -6,7 +6,13 @@ upward from 1 until one fails: the largest that ran is the true maximum the prob
 
 The child's environment makes the limit measure memory in use (bench/real_models.py explains each):
 one glibc heap arena, glibc's mmap threshold fixed at its default, oneDNN's primitive cache off, and
-one intra-op thread."""
+one intra-op thread.
+
+The budget, 80 MiB, falls between two batches (9 peaked at about 79 MiB, 10 at about 87 on the
+development machine). Within about a MiB of a batch's peak, the probe's measure (allocator and
+resident-set peaks) and the address space the kernel counts can differ by one batch: at 112 MiB,
+batch 13 measured 112.3 MiB, above the budget, and yet ran under the limit, so the probe answered 12
+where the true maximum was 13; at 96 MiB, batch 11 measured 96.1 MiB in one run of four."""
 
 from __future__ import annotations
 
