@@ -56,7 +56,7 @@ test-rust:
 # (-Zbuild-std; no SDK needed to type-check), and the backend is checked without libtorch or a C++
 # compiler (sda_torch's check-only feature); the C that tch's dependencies (zstd-sys, bzip2-sys)
 # compile for the target goes to a stub that writes empty objects (scripts/cross-stub-cc.sh), since
-# nothing is linked. Libraries and binaries; the tests are Linux-only (the test kit uses RLIMIT_AS
+# nothing is linked. Libraries and binaries; the tests and the test kit (sda-testkit) are Linux-only (RLIMIT_AS
 # and /proc).
 CROSS_TARGETS := aarch64-apple-darwin x86_64-pc-windows-msvc
 CROSS_STUB := $(CURDIR)/scripts/cross-stub-cc.sh
@@ -67,7 +67,7 @@ cross-check:
 	  t=$${target//-/_}; \
 	  env "CC_$$t=$(CROSS_STUB)" "CXX_$$t=$(CROSS_STUB)" "AR_$$t=$(CROSS_STUB)" SDKROOT=/nonexistent \
 	    PATH=/usr/bin:$$PATH RUSTC_BOOTSTRAP=1 CARGO_TARGET_DIR=$(CURDIR)/target/cross \
-	    cargo clippy -Zbuild-std=std,panic_abort --target $$target --workspace \
+	    cargo clippy -Zbuild-std=std,panic_abort --target $$target --workspace --exclude sda-testkit \
 	    --features sda_torch/check-only -- -D warnings || exit 1; \
 	done
 
