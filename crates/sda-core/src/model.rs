@@ -343,9 +343,14 @@ impl LoadedModel {
 
 impl Drop for LoadedModel {
     fn drop(&mut self) {
-        // Nothing to do on failure: the handle came from this backend, so only a backend bug can
-        // refuse it, and a destructor has no one to tell.
-        let _ = self.backend.model_free(self.handle);
+        // The handle came from this backend, so only a backend bug can refuse it; a destructor has
+        // no caller to tell, so the log does.
+        if let Err(e) = self.backend.model_free(self.handle) {
+            crate::log::warn(&format!(
+                "the model at {} could not be freed: {e}",
+                self.workload.path.display()
+            ));
+        }
     }
 }
 

@@ -108,14 +108,11 @@ pub(crate) fn new_file_permissions() -> Option<std::fs::Permissions> {
 }
 
 /// Opening a file path never blocks on Windows (a busy named pipe fails instead): nothing to set.
-pub(crate) fn open_nonblocking(options: &mut std::fs::OpenOptions) {
-    let _ = options;
-}
+pub(crate) fn open_nonblocking(_options: &mut std::fs::OpenOptions) {}
 
 /// Windows cannot open a directory to flush it; the replacing rename (`MoveFileExW`) is where NTFS
 /// makes the change durable.
-pub(crate) fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    let _ = dir;
+pub(crate) fn sync_dir(_dir: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
