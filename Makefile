@@ -10,6 +10,11 @@ CARGO ?= cargo
 WITH_TORCH = LIBTORCH="$$(bash scripts/provision.sh)"
 RELEASE_DIR := $(CURDIR)/target/release
 CTEST_DIR := $(CURDIR)/build/ctest
+# CI builds once from a fresh clone: incremental compilation's caches would only take disk (about
+# 0.6 GB per target directory).
+ifeq ($(CI),true)
+export CARGO_INCREMENTAL := 0
+endif
 
 .PHONY: run test build test-rust test-c bench clean install test-prefix test-install test-python test-swift
 .PHONY: test-reliability reliability cross-check test-growth test-prefix-bundled build-backend-2.11 test-backend-2.11

@@ -65,8 +65,22 @@ create_root() {
   rm -rf "$partial"
   log "creating a Debian $suite root with swiftlang in $root (about a minute, 3 GB; once)"
   # libc6-dev and gcc: swiftc links through the system C toolchain (crt files, libc).
-  debootstrap --variant=minbase --include=swiftlang,libc6-dev,gcc "$suite" "$partial" "$(debian_mirror)" \
-    >"$root.debootstrap.log" 2>&1 || { tail -20 "$root.debootstrap.log" >&2; exit 1; }
+  # swiftlang unpacks to 2.1 GB, the largest single step: say up front how much room there is.
+  log "free space where the root goes: $(df -h --output=avail "$(dirname "$root")" | tail -1 | tr -d ' ')"
+  if ! debootstrap --variant=minbase --include=swiftlang,libc6-dev,gcc "$suite" "$partial" "$(debian_mirror)" \
+    >"$root.debootstrap.log" 2>&1; then
+    # debootstrap's own output only says which package failed; dpkg's reason is in the root's log.
+    tail -5 "$root.debootstrap.log" >&2
+    if [ -f "$partial/debootstrap/debootstrap.log" ]; then
+      log "dpkg's errors from $partial/debootstrap/debootstrap.log:"
+      grep -E 'dpkg|[Ee]rror|No space|cannot|failed' "$partial/debootstrap/debootstrap.log" | tail -15 >&2 || true
+    fi
+    df -h "$(dirname "$root")" >&2
+    rm -rf "$partial"
+    exit 1
+  fi
+  # The downloaded packages (about 600 MB) are not needed once they are installed.
+  rm -f "$partial"/var/cache/apt/archives/*.deb
   touch "$partial/.sda-swift-ready"
   mv "$partial" "$root"
   rm -f "$root.debootstrap.log"

@@ -11,10 +11,16 @@
 #   half.pt      TorchScript (scripted): the conv model in float16
 #   conv.pt2     AOTInductor package (torch._inductor.aoti_compile_and_package) of a tiny conv
 #                model with a dynamic batch, compiled for the CPU (runs a C++ compiler)
+import os
 import sys
 
-import torch
-from torch import nn
+# AOTInductor's compile cache goes beside the model files, which the tests delete, instead of the
+# shared /tmp/torchinductor_$USER (about 1.5 GB after a test run). Set before torch reads it.
+if len(sys.argv) > 1:
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", os.path.join(sys.argv[1], "inductor-cache"))
+
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
 
 torch.manual_seed(0)
 

@@ -260,4 +260,6 @@ fn an_aoti_package_runs_inference_at_any_batch_and_refuses_training() {
     assert_eq!(rc, STATUS_INVALID_ARGUMENT, "{msg}");
     assert_eq!(free(handle), STATUS_OK);
     assert_eq!(count(), 0);
+    // The package and AOTInductor's compile cache beside it (model_gen.py puts it there).
+    std::fs::remove_dir_all(&dir).unwrap();
 }
