@@ -18,6 +18,7 @@ endif
 
 .PHONY: run test build test-rust test-c bench clean install test-prefix test-install test-python test-swift
 .PHONY: test-reliability reliability cross-check test-growth test-prefix-bundled build-backend-2.11 test-backend-2.11
+.PHONY: wheel test-wheel
 
 # `make install PREFIX=/any/prefix` (DESTDIR honoured): the core, its backend module beside it, the
 # static library, the headers, a CMake package and a relocatable pkg-config file (cmake/CMakeLists.txt).
@@ -49,7 +50,7 @@ build:
 	@# give the build tree the same link as an install.
 	ln -sf libsda.so $(RELEASE_DIR)/$$(objdump -p $(RELEASE_DIR)/libsda.so | awk '$$1 == "SONAME" {print $$2}')
 
-test: build test-rust test-backend-2.11 test-c test-growth test-reliability test-install test-python test-swift cross-check test-gpu-kit
+test: build test-rust test-backend-2.11 test-c test-growth test-reliability test-install test-python test-wheel test-swift cross-check test-gpu-kit
 
 test-rust:
 	@# Tests load the debug cdylibs (the backend module), which building test targets does not produce.
@@ -125,6 +126,16 @@ test-backend-2.11: build-backend-2.11
 # The Python binding (pytest, in .venv) against the installed prefix.
 test-python: test-prefix
 	bash bindings/python/run-tests.sh $(TEST_PREFIX)
+
+# The Python wheel (scripts/wheel.sh): the binding with libsda, both backend modules and the `sda`
+# program inside (`python -m sda`); it uses the torch installed beside it.
+WHEEL_DIR := $(CURDIR)/build/wheel
+wheel: build build-backend-2.11
+	bash scripts/wheel.sh $(WHEEL_DIR)
+
+# The wheel in fresh environments next to torch 2.13 and 2.11, without SDA_LIBRARY (tests/wheel/run.sh).
+test-wheel: wheel
+	bash tests/wheel/run.sh $$(ls $(WHEEL_DIR)/sda-*.whl)
 
 # The Swift binding: swift build + XCTest in a Debian trixie root (.swiftroot, created once).
 test-swift: test-prefix

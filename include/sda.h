@@ -500,6 +500,18 @@ typedef struct {
    * CUDA version of the libtorch build (`13.0`), empty for CPU builds, NUL-terminated.
    */
   char libtorch_cuda_version[16];
+  /**
+   * 1 when the mapped libtorch was already in the process before the backend was opened (the
+   * host's own, or Python's after `import torch`), 0 when it was loaded for the backend.
+   */
+  sda_bool libtorch_preloaded;
+  /**
+   * How the libtorch was found, a short stable name, NUL-terminated: `mapped` (already in the
+   * process), `SDA_LIBTORCH`, `hardware.libtorch` (the config key), `bundled` (beside libsda) or
+   * `built` (the one the backend was built against); empty for a backend module that records no
+   * libtorch (its own run path found one).
+   */
+  char libtorch_found_by[32];
 } sda_backend_details;
 
 /**

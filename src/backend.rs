@@ -27,6 +27,14 @@ pub struct sda_backend_details {
     pub built_libtorch_version: [c_char; 64],
     /// CUDA version of the libtorch build (`13.0`), empty for CPU builds, NUL-terminated.
     pub libtorch_cuda_version: [c_char; 16],
+    /// 1 when the mapped libtorch was already in the process before the backend was opened (the
+    /// host's own, or Python's after `import torch`), 0 when it was loaded for the backend.
+    pub libtorch_preloaded: sda_bool,
+    /// How the libtorch was found, a short stable name, NUL-terminated: `mapped` (already in the
+    /// process), `SDA_LIBTORCH`, `hardware.libtorch` (the config key), `bundled` (beside libsda) or
+    /// `built` (the one the backend was built against); empty for a backend module that records no
+    /// libtorch (its own run path found one).
+    pub libtorch_found_by: [c_char; 32],
     /// Test builds only (`abi-growth-test`): the field a later version might append.
     #[cfg(feature = "abi-growth-test")]
     pub abi_growth_test: u32,
@@ -34,7 +42,7 @@ pub struct sda_backend_details {
 
 growable!(sda_backend_details {
     struct_size, loaded, cuda_build, module_path, libtorch_path, libtorch_version,
-    built_libtorch_version, libtorch_cuda_version,
+    built_libtorch_version, libtorch_cuda_version, libtorch_preloaded, libtorch_found_by,
     #[cfg(feature = "abi-growth-test")]
     abi_growth_test,
 } defaults = {
@@ -97,6 +105,11 @@ pub extern "C" fn sda_backend_info(out_details: *mut sda_backend_details) -> Sta
             fill_fixed(
                 &mut d.libtorch_cuda_version,
                 info.libtorch_cuda_version.as_deref().unwrap_or(""),
+            );
+            d.libtorch_preloaded = info.libtorch_preloaded.into();
+            fill_fixed(
+                &mut d.libtorch_found_by,
+                info.libtorch_found_by.map_or("", |s| s.as_str()),
             );
         }
         slot.write(&d);

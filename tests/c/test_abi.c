@@ -313,6 +313,7 @@ int main(void) {
     CHECK(mapped("libtorch") == 0);
     CHECK_STATUS(sda_backend_info(&backend), SDA_OK);
     CHECK(!backend.loaded);
+    CHECK(backend.libtorch_found_by[0] == 0 && backend.libtorch_preloaded == 0);
 
     /* An explicit load maps it, and reports what it loaded. */
     CHECK_STATUS(sda_backend_load(context), SDA_OK);
@@ -322,6 +323,16 @@ int main(void) {
     CHECK(strcmp(backend.built_libtorch_version, "2.13.0") == 0);
     CHECK(strstr(backend.libtorch_path, "libtorch_cpu.so") != NULL);
     CHECK(strstr(backend.module_path, "libsda_torch.so") != NULL);
+    /* This program links no libtorch: the one the backend runs on was found by a discovery step
+       (named, NUL-terminated) and loaded for it, not already in the process. */
+    CHECK(backend.libtorch_found_by[0] != 0);
+    CHECK(memchr(backend.libtorch_found_by, 0, sizeof backend.libtorch_found_by) != NULL);
+    CHECK(strcmp(backend.libtorch_found_by, "mapped") != 0);
+    CHECK(strcmp(backend.libtorch_found_by, "SDA_LIBTORCH") == 0 ||
+          strcmp(backend.libtorch_found_by, "hardware.libtorch") == 0 ||
+          strcmp(backend.libtorch_found_by, "bundled") == 0 ||
+          strcmp(backend.libtorch_found_by, "built") == 0);
+    CHECK(backend.libtorch_preloaded == 0);
     test_info_and_memory(context); /* still works, now with torch figures */
 
     CHECK_STATUS(sda_context_free(context), SDA_OK);

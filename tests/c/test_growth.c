@@ -375,6 +375,15 @@ static void test_outputs(sda_context *ctx) {
         CHECK(b->loaded <= 1 && all_bytes(old, older, old_size, CANARY));
     }
     {
+        /* The previous version's struct ended at libtorch_cuda_version's end. */
+        const size_t older = offsetof(sda_backend_details, libtorch_preloaded);
+        sda_backend_details *b = (sda_backend_details *)(void *)old;
+        memset(old, CANARY, old_size);
+        CHECK_STATUS(sda_backend_details_init(b, older), SDA_OK);
+        CHECK_STATUS(sda_backend_info(b), SDA_OK);
+        CHECK(b->loaded <= 1 && all_bytes(old, older, old_size, CANARY));
+    }
+    {
         const size_t older = offsetof(sda_recommendation, memory_fraction);
         sda_recommendation *rr = (sda_recommendation *)malloc(sizeof(sda_recommendation));
         memset(rr, CANARY, sizeof *rr);

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import gc
+import json
+import os
+import subprocess
+import sys
 import threading
 import weakref
 from pathlib import Path
@@ -208,6 +212,51 @@ def test_backend_loads_from_beside_the_installed_library(ctx, prefix):
     assert Path(details.module_path).resolve() == (prefix / "lib" / "libsda_torch.so").resolve()
     assert details.libtorch_version and details.built_libtorch_version
     assert sda.backend_info() == details
+    # Other test modules import torch, so this process may hold libtorch already: either way the
+    # report names the discovery step, and "already in the process" goes with "mapped".
+    assert details.libtorch_found_by in FOUND_BY, details
+    assert details.libtorch_preloaded is (details.libtorch_found_by == "mapped"), details
+
+
+#: The names sda_backend_details.libtorch_found_by takes.
+FOUND_BY = ("mapped", "SDA_LIBTORCH", "hardware.libtorch", "bundled", "built")
+
+LOAD_AND_REPORT = """
+import json, sys
+if sys.argv[1] == "torch-first":
+    import torch  # Python's libtorch is in the process before libsda looks for one
+import sda
+with sda.Config.from_toml('[hardware]\\ndevice = "cpu"\\n') as config, sda.Context(config) as ctx:
+    before = sda.backend_info()
+    details = ctx.backend_load()
+print(json.dumps({"before": [before.loaded, before.libtorch_preloaded, before.libtorch_found_by],
+                  "preloaded": details.libtorch_preloaded, "found_by": details.libtorch_found_by,
+                  "path": details.libtorch_path}))
+"""
+
+
+def _load_in_a_fresh_python(mode: str) -> dict:
+    """Loads the backend in a new interpreter (this process's libtorch state is not the question)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("SDA_BACKEND", "SDA_LIBTORCH", "SDA_CONFIG")}
+    result = subprocess.run([sys.executable, "-c", LOAD_AND_REPORT, mode], env=env, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_backend_info_says_python_s_libtorch_was_already_in_the_process():
+    torch = pytest.importorskip("torch")
+    report = _load_in_a_fresh_python("torch-first")
+    assert report["before"] == [False, False, ""]
+    assert report["preloaded"] is True, report
+    assert report["found_by"] == "mapped", report
+    assert Path(report["path"]).resolve().parent == (Path(torch.__file__).parent / "lib").resolve()
+
+
+def test_backend_info_says_a_libtorch_loaded_for_the_backend_was_not_in_the_process():
+    report = _load_in_a_fresh_python("sda-only")
+    assert report["preloaded"] is False, report
+    assert report["found_by"] in FOUND_BY and report["found_by"] != "mapped", report
 
 
 def test_run_workload_and_a_real_cpu_out_of_memory(ctx):

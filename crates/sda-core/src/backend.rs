@@ -46,6 +46,9 @@ pub struct BackendInfo {
     /// Whether that libtorch was already in the process before the backend was opened (the host's
     /// own, or Python's after `import torch`), rather than loaded for the backend.
     pub libtorch_preloaded: bool,
+    /// The discovery step that found that libtorch (see [`crate::libtorch_discovery`]); `None` for a
+    /// module that records no libtorch, which runs on whatever its own run path finds.
+    pub libtorch_found_by: Option<discovery::Source>,
 }
 
 /// A loaded backend module. Lives for the rest of the process once loaded.
@@ -123,13 +126,28 @@ pub fn load_with(configured: &str, configured_libtorch: &str) -> Result<&'static
             discovery::preload(&choice.libtorch)?;
             let mut backend = open(&choice.module.path)?;
             backend.info.libtorch_preloaded = preloaded;
+            backend.info.libtorch_found_by = Some(choice.libtorch.source);
             (backend, choice.libtorch.source.describe())
         }
         // A module that records no libtorch at all may be damaged, not a libsda backend, or of
         // another ABI: its own checks say what is wrong better than the search for a libtorch, and
-        // a module that passes them runs on whatever libtorch its run path finds.
+        // a module that passes them runs on whatever libtorch its run path finds (or on the one
+        // already in the process).
         Err(e) => match unrecorded_module(configured) {
-            Some(path) => (open(&path)?, "found through the module's own run path"),
+            Some(path) => {
+                let mapped = platform::mapped_library(abi::LIBTORCH_CPU).is_some();
+                let mut backend = open(&path)?;
+                if mapped {
+                    backend.info.libtorch_preloaded = true;
+                    backend.info.libtorch_found_by = Some(discovery::Source::Mapped);
+                }
+                let found = if mapped {
+                    discovery::Source::Mapped.describe()
+                } else {
+                    "found through the module's own run path"
+                };
+                (backend, found)
+            }
             None => return Err(e),
         },
     };
@@ -325,6 +343,7 @@ fn describe(path: &Path, facts: &abi::BackendFacts) -> BackendInfo {
         libtorch_cuda_version: cuda,
         cuda_build: facts.cuda_build != 0,
         libtorch_preloaded: false,
+        libtorch_found_by: None,
     }
 }
 
@@ -620,6 +639,7 @@ mod tests {
             libtorch_cuda_version: None,
             cuda_build: false,
             libtorch_preloaded: false,
+            libtorch_found_by: Some(discovery::Source::Built),
         }
     }
 

@@ -47,6 +47,33 @@ pub enum Source {
 }
 
 impl Source {
+    /// Every step, in the order of the search.
+    pub const ALL: [Source; 5] = [
+        Source::Mapped,
+        Source::Env,
+        Source::Config,
+        Source::Bundled,
+        Source::Built,
+    ];
+
+    /// The step's short, stable machine name, for the JSON report and the C ABI's
+    /// `sda_backend_details.libtorch_found_by`: `mapped`, `SDA_LIBTORCH`, `hardware.libtorch`,
+    /// `bundled` or `built`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Mapped => "mapped",
+            Source::Env => LIBTORCH_ENV,
+            Source::Config => "hardware.libtorch",
+            Source::Bundled => "bundled",
+            Source::Built => "built",
+        }
+    }
+
+    /// The step named `name` by [`Source::as_str`].
+    pub fn from_name(name: &str) -> Option<Source> {
+        Source::ALL.into_iter().find(|s| s.as_str() == name)
+    }
+
     /// The step in words.
     pub fn describe(self) -> &'static str {
         match self {
@@ -448,6 +475,27 @@ mod tests {
         )
         .unwrap();
         std::fs::canonicalize(lib).unwrap()
+    }
+
+    #[test]
+    fn every_step_has_a_distinct_machine_name_that_reads_back() {
+        let names: Vec<&str> = Source::ALL.iter().map(|s| s.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "mapped",
+                "SDA_LIBTORCH",
+                "hardware.libtorch",
+                "bundled",
+                "built"
+            ]
+        );
+        for s in Source::ALL {
+            assert_eq!(Source::from_name(s.as_str()), Some(s));
+            // The C ABI's field holds 32 bytes with the NUL.
+            assert!(s.as_str().len() < 32, "{}", s.as_str());
+        }
+        assert_eq!(Source::from_name("elsewhere"), None);
     }
 
     #[test]

@@ -30,6 +30,10 @@ use serde_json::{json, Value};
 /// `recommendation` and `verbosity` were added; `devices` entries were reduced to what the text lists.
 pub const JSON_SCHEMA_VERSION: u32 = 2;
 
+/// The verbose text's "Libtorch found by" for a module that records no libtorch (JSON `null`).
+const NOT_FOUND_BY_DISCOVERY: &str =
+    "not known (the module records no libtorch; its own run path found one)";
+
 /// How much a report says.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Verbosity {
@@ -284,30 +288,40 @@ impl DeviceReport {
                 .unwrap_or_default()
         ));
         match &self.backend {
-            Some(b) => out.push_str(&format!(
-                "Torch backend: {} (libtorch {} at {}{}, built against {}, {})\n",
-                b.module_path.display(),
-                b.loaded_libtorch_version
-                    .as_deref()
-                    .unwrap_or("of unknown version"),
-                b.loaded_libtorch_path.display(),
-                if b.libtorch_preloaded {
-                    ", already in the process"
-                } else {
-                    ""
-                },
-                b.built_libtorch_version,
-                if b.cuda_build {
-                    format!(
-                        "CUDA build {}",
-                        b.libtorch_cuda_version
-                            .as_deref()
-                            .unwrap_or("of unknown version")
-                    )
-                } else {
-                    "CPU build".to_string()
-                }
-            )),
+            Some(b) => {
+                out.push_str(&format!(
+                    "Torch backend: {} (libtorch {} at {}{}, built against {}, {})\n",
+                    b.module_path.display(),
+                    b.loaded_libtorch_version
+                        .as_deref()
+                        .unwrap_or("of unknown version"),
+                    b.loaded_libtorch_path.display(),
+                    if b.libtorch_preloaded {
+                        ", already in the process"
+                    } else {
+                        ""
+                    },
+                    b.built_libtorch_version,
+                    if b.cuda_build {
+                        format!(
+                            "CUDA build {}",
+                            b.libtorch_cuda_version
+                                .as_deref()
+                                .unwrap_or("of unknown version")
+                        )
+                    } else {
+                        "CPU build".to_string()
+                    }
+                ));
+                // How the discovery found that libtorch: the machine name, then in words.
+                out.push_str(&format!(
+                    "Libtorch found by: {}\n",
+                    match b.libtorch_found_by {
+                        Some(s) => format!("{} ({})", s.as_str(), s.describe()),
+                        None => NOT_FOUND_BY_DISCOVERY.to_string(),
+                    }
+                ));
+            }
             None => out.push_str("Torch backend: not loaded (loaded on first torch work)\n"),
         }
         for e in &self.environment {
@@ -409,6 +423,7 @@ impl DeviceReport {
                 "cuda_build": b.cuda_build,
                 "libtorch_cuda_version": b.libtorch_cuda_version,
                 "libtorch_preloaded": b.libtorch_preloaded,
+                "libtorch_found_by": b.libtorch_found_by.map(|s| s.as_str()),
             }),
             None => json!({ "loaded": false }),
         };

@@ -5,7 +5,10 @@ use sda_core::backend;
 use sda_core::config::Config;
 use sda_core::context::Context;
 use sda_core::error::ErrorKind;
+use sda_core::libtorch_discovery::Source;
 use sda_core::preference::DeviceKind;
+use sda_core::report::{self, Verbosity};
+use sda_core::validate::ValidateOptions;
 
 fn libtorch_mapped() -> bool {
     std::fs::read_to_string("/proc/self/maps")
@@ -36,6 +39,8 @@ fn cpu_work_without_torch_maps_no_libtorch_then_an_explicit_load_does() {
         !info.libtorch_preloaded,
         "libtorch was loaded for the backend"
     );
+    let found = info.libtorch_found_by.expect("the discovery step is known");
+    assert_ne!(found, Source::Mapped, "nothing was in the process before");
     // A second load returns the same module.
     assert!(std::ptr::eq(b, ctx.load_backend().unwrap()));
 }
@@ -193,6 +198,7 @@ fn a_libtorch_of_the_same_version_already_in_the_process_is_shared() {
         b.info().libtorch_preloaded,
         "the host's libtorch was there first"
     );
+    assert_eq!(b.info().libtorch_found_by, Some(Source::Mapped));
 }
 
 #[test]
@@ -207,6 +213,35 @@ fn the_config_key_hardware_libtorch_names_the_libtorch_the_backend_runs_on() {
     let b = ctx.load_backend().unwrap();
     assert_eq!(b.info().loaded_libtorch_path, lib.join("libtorch_cpu.so"));
     assert!(!b.info().libtorch_preloaded, "loaded for the backend");
+    assert_eq!(b.info().libtorch_found_by, Some(Source::Config));
+}
+
+#[test]
+fn the_verbose_report_names_the_discovery_step_that_found_the_libtorch() {
+    let libtorch = std::env::var("LIBTORCH").expect("LIBTORCH names the libtorch of the build");
+    let lib = std::fs::canonicalize(std::path::Path::new(&libtorch).join("lib")).unwrap();
+    // Each test has its own process under nextest: the variable is this test's alone.
+    std::env::set_var(backend::LIBTORCH_ENV, &lib);
+    let ctx = Context::new(Config::default());
+    let b = ctx.load_backend().unwrap();
+    assert_eq!(b.info().libtorch_found_by, Some(Source::Env));
+    assert!(!b.info().libtorch_preloaded);
+    let r = report::gather(&ctx, Some("cpu"), ValidateOptions::default()).unwrap();
+    let json = r.render_json(Verbosity::Verbose);
+    assert_eq!(
+        json["backend"]["libtorch_found_by"], "SDA_LIBTORCH",
+        "{json}"
+    );
+    assert_eq!(json["backend"]["libtorch_preloaded"], false, "{json}");
+    let text = r.render_text(Verbosity::Verbose);
+    assert!(
+        text.contains("Libtorch found by: SDA_LIBTORCH (named by SDA_LIBTORCH)\n"),
+        "{text}"
+    );
+    // The essential view keeps to the essentials.
+    assert!(!r
+        .render_text(Verbosity::Essential)
+        .contains("Libtorch found by"));
 }
 
 #[test]

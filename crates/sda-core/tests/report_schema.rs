@@ -7,6 +7,7 @@ use sda_core::config::Config;
 use sda_core::context::Context;
 use sda_core::device::{DeviceInfo, Selection};
 use sda_core::environment::{EnvApplication, EnvOutcome};
+use sda_core::libtorch_discovery::Source;
 use sda_core::memory::MemoryInfo;
 use sda_core::preference::DeviceKind;
 use sda_core::recommend::{self, DeviceFacts};
@@ -115,6 +116,7 @@ fn gpu_report() -> DeviceReport {
             libtorch_cuda_version: Some("13.0".into()),
             cuda_build: true,
             libtorch_preloaded: false,
+            libtorch_found_by: Some(Source::Env),
         }),
         strategy: ("custom".into(), 0.6),
         host: HostSummary {
@@ -201,6 +203,18 @@ fn all_reports() -> Vec<(&'static str, DeviceReport)> {
     let dir = tempfile::tempdir().unwrap();
     vec![
         ("gpu", gpu_report()),
+        ("gpu, libtorch already in the process", {
+            let mut r = gpu_report();
+            let b = r.backend.as_mut().unwrap();
+            b.libtorch_preloaded = true;
+            b.libtorch_found_by = Some(Source::Mapped);
+            r
+        }),
+        ("gpu, a module that records no libtorch", {
+            let mut r = gpu_report();
+            r.backend.as_mut().unwrap().libtorch_found_by = None;
+            r
+        }),
         ("fallback", fallback_report()),
         ("this machine", this_machine_report(dir.path())),
     ]
@@ -253,6 +267,19 @@ fn the_schema_rejects_what_it_does_not_describe() {
         ("a bad severity", {
             let mut v = verbose.clone();
             v["problems"][0]["severity"] = "fatal".into();
+            v
+        }),
+        ("an unknown discovery step", {
+            let mut v = verbose.clone();
+            v["backend"]["libtorch_found_by"] = "elsewhere".into();
+            v
+        }),
+        ("a loaded backend without its discovery step", {
+            let mut v = verbose.clone();
+            v["backend"]
+                .as_object_mut()
+                .unwrap()
+                .remove("libtorch_found_by");
             v
         }),
         ("bytes as a string", {
@@ -453,6 +480,18 @@ fn text_from_json(j: &Reader<'_>) -> String {
                 j.str("backend.libtorch_path"),
                 j.str("backend.built_libtorch_version"),
             ));
+            let found = match j.get("backend.libtorch_found_by") {
+                Value::String(name) => {
+                    let step = Source::from_name(name).expect("a discovery step's name");
+                    format!("{name} ({})", step.describe())
+                }
+                Value::Null => {
+                    "not known (the module records no libtorch; its own run path found one)"
+                        .to_string()
+                }
+                other => panic!("libtorch_found_by is {other}"),
+            };
+            out.push_str(&format!("Libtorch found by: {found}\n"));
         } else {
             out.push_str("Torch backend: not loaded (loaded on first torch work)\n");
         }

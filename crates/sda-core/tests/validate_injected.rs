@@ -6,6 +6,7 @@ use sda_core::config::Config;
 use sda_core::context::Context;
 use sda_core::device::{CudaDevice, CudaPresence};
 use sda_core::error::Error;
+use sda_core::libtorch_discovery::Source;
 use sda_core::validate::{self, BackendState, Facts, Problem, Severity, ValidateOptions};
 use std::path::{Path, PathBuf};
 
@@ -45,6 +46,7 @@ fn backend_info(cuda: Option<&str>) -> BackendInfo {
         libtorch_cuda_version: cuda.map(str::to_string),
         cuda_build: cuda.is_some(),
         libtorch_preloaded: false,
+        libtorch_found_by: Some(Source::Built),
     }
 }
 

@@ -31,7 +31,7 @@ import types
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
-from . import _ffi
+from . import _ffi, _libtorch
 from ._ffi import (
     ABI_MAJOR,
     DeviceKind,
@@ -272,7 +272,13 @@ class MemoryFigures:
 
 @dataclass(frozen=True)
 class BackendDetails:
-    """What the torch backend module loaded (``backend_info``)."""
+    """What the torch backend module loaded (``backend_info``).
+
+    ``libtorch_preloaded``: the libtorch was already in the process before the backend was opened
+    (the host's own, or this Python's after ``import torch``). ``libtorch_found_by``: how it was
+    found: ``"mapped"`` (already in the process), ``"SDA_LIBTORCH"``, ``"hardware.libtorch"``,
+    ``"bundled"`` or ``"built"`` (the one the backend was built against); ``""`` while none is loaded,
+    or for a backend module that records no libtorch."""
 
     loaded: bool
     cuda_build: bool
@@ -281,6 +287,8 @@ class BackendDetails:
     libtorch_version: str
     built_libtorch_version: str
     libtorch_cuda_version: str
+    libtorch_preloaded: bool
+    libtorch_found_by: str
 
 
 @dataclass(frozen=True)
@@ -718,10 +726,25 @@ class Context(_Handle):
     _free_name = "sda_context_free"
 
     def __init__(self, config: Config | None = None) -> None:
+        """``config`` None: the defaults, ``$SDA_CONFIG`` and ``$SDA_DEVICE`` (as ``Config()``).
+
+        When neither the configuration (``hardware.libtorch``) nor ``$SDA_LIBTORCH`` names a
+        libtorch, the context names the torch installed in this Python environment, if there is one
+        (``sda._libtorch``); the caller's ``Config`` object itself is not changed."""
         # A closed Config would reach libsda as NULL, which means "the defaults": refuse it instead.
         _require_open(config, "config")
+        effective = config if config is not None else Config()
+        libtorch = _libtorch.default_for(effective.get(_libtorch.CONFIG_KEY))
+        if libtorch is not None:
+            if effective is config:
+                effective = Config.from_toml(config.to_toml())
+            effective.set(_libtorch.CONFIG_KEY, libtorch)
         pointer = ctypes.c_void_p()
-        lib.sda_context_new(config, ctypes.byref(pointer))
+        try:
+            lib.sda_context_new(effective, ctypes.byref(pointer))
+        finally:
+            if effective is not config:
+                effective.close()
         super().__init__(pointer)
 
     def select_device(self, preference: str | None = None) -> Selection:

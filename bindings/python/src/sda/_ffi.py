@@ -174,6 +174,8 @@ class sda_backend_details(_Struct):
         ("libtorch_version", c_char * 64),
         ("built_libtorch_version", c_char * 64),
         ("libtorch_cuda_version", c_char * 16),
+        ("libtorch_preloaded", sda_bool),
+        ("libtorch_found_by", c_char * 32),
     ]
 
 

@@ -235,6 +235,11 @@ public struct BackendDetails: Sendable {
     public let libtorchVersion: String
     public let builtLibtorchVersion: String
     public let libtorchCudaVersion: String
+    /// The libtorch was already in the process before the backend was opened (the host's own).
+    public let libtorchPreloaded: Bool
+    /// How the libtorch was found: `mapped`, `SDA_LIBTORCH`, `hardware.libtorch`, `bundled` or
+    /// `built`; empty while none is loaded, or for a backend module that records no libtorch.
+    public let libtorchFoundBy: String
 
     init(_ c: sda_backend_details) {
         loaded = c.loaded != 0
@@ -244,6 +249,8 @@ public struct BackendDetails: Sendable {
         libtorchVersion = string(fromFixed: c.libtorch_version)
         builtLibtorchVersion = string(fromFixed: c.built_libtorch_version)
         libtorchCudaVersion = string(fromFixed: c.libtorch_cuda_version)
+        libtorchPreloaded = c.libtorch_preloaded != 0
+        libtorchFoundBy = string(fromFixed: c.libtorch_found_by)
     }
 }
 

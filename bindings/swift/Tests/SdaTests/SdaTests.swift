@@ -112,6 +112,10 @@ final class SdaTests: XCTestCase {
         XCTAssertEqual(URL(fileURLWithPath: backend.modulePath).standardizedFileURL.path,
                        URL(fileURLWithPath: prefix + "/lib/libsda_torch.so").standardizedFileURL.path)
         XCTAssertFalse(backend.libtorchVersion.isEmpty)
+        // This test program links no libtorch: the backend's was loaded for it.
+        XCTAssertFalse(backend.libtorchPreloaded)
+        XCTAssertTrue(["SDA_LIBTORCH", "hardware.libtorch", "bundled", "built"].contains(backend.libtorchFoundBy),
+                      backend.libtorchFoundBy)
     }
 
     func testDeinitFreesTheHandles() throws {
