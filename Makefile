@@ -133,9 +133,10 @@ WHEEL_DIR := $(CURDIR)/build/wheel
 wheel: build build-backend-2.11
 	bash scripts/wheel.sh $(WHEEL_DIR)
 
-# The wheel in fresh environments next to torch 2.13 and 2.11, without SDA_LIBRARY (tests/wheel/run.sh).
-test-wheel: wheel
-	bash tests/wheel/run.sh $$(ls $(WHEEL_DIR)/sda-*.whl)
+# The wheel in fresh environments next to torch 2.13 and 2.11, without SDA_LIBRARY, and the binding's
+# pytest suite against it (tests/wheel/run.sh).
+test-wheel: wheel test-prefix
+	bash tests/wheel/run.sh $$(ls $(WHEEL_DIR)/sda-*.whl) $(TEST_PREFIX)
 
 # The Swift binding: swift build + XCTest in a Debian trixie root (.swiftroot, created once).
 test-swift: test-prefix

@@ -2,7 +2,7 @@
 # The wheel (`make wheel`) in fresh Python environments, as a user installs it: next to torch, without
 # SDA_LIBRARY, SDA_LIBTORCH or LD_LIBRARY_PATH, from a folder outside the repository (`make test-wheel`).
 #
-#   usage: tests/wheel/run.sh WHEEL
+#   usage: tests/wheel/run.sh WHEEL PREFIX    (PREFIX: the same build installed, for its sda.h)
 #
 # Each environment is a new `python3 -m venv` with the wheel installed by pip. Its torch is the
 # project's provisioned PyPI install (`.venv` for 2.13, `.venv-2.11` for 2.11), hard-linked into the
@@ -14,11 +14,15 @@
 #   2. torch 2.11: the same wheel chooses its 2.11 module (libsda_torch-2.11.so) for it.
 #   3. a torch the wheel has no module for — a test double: a copy of torch 2.13 whose version.py is
 #      rewritten to say 2.12.0 — fails with the message that names the versions the wheel accepts.
+#   4. the binding's pytest suite against the installed wheel and its bundled libsda (not the source
+#      tree, no SDA_LIBRARY), in the torch 2.13 environment.
 set -euo pipefail
 
-[ $# -eq 1 ] || { echo "usage: $0 WHEEL" >&2; exit 2; }
+[ $# -eq 2 ] || { echo "usage: $0 WHEEL PREFIX" >&2; exit 2; }
 wheel=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
 [ -f "$wheel" ] || { echo "no wheel at $1 (make wheel)" >&2; exit 2; }
+prefix=$(cd "$2" && pwd -P)
+[ -f "$prefix/include/sda.h" ] || { echo "$2 is not an installed libsda prefix" >&2; exit 2; }
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -36,8 +40,8 @@ make_env() {
     # What the new environment has of its own (pip, setuptools) stays its own.
     [ -e "$sp/$name" ] && continue
     case $name in
-      # The project's development install of the binding and its test tools.
-      sda | sda-* | __editable__* | pytest | pytest-* | _pytest | py.py | pluggy* | iniconfig* | packaging* | pygments* | Pygments*) continue ;;
+      # The project's development install of the binding: the wheel replaces it.
+      sda | sda-* | __editable__*) continue ;;
     esac
     cp -al "$entry" "$sp/"
   done
@@ -131,4 +135,10 @@ for needle in "libtorch 2.12.0" "2.13.0 (libsda_torch.so)" "2.11.0 (libsda_torch
   grep -qF "$needle" <<<"$out" || fail "the unsupported-version message lacks \"$needle\": $out"
 done
 step "python -m sda doctor: exit 2, $(grep -o 'is libtorch 2.12.0[^;]*' <<<"$out" | head -1)"
+step "4. pytest against the installed wheel (torch 2.13 environment)"
+binding=$repo/bindings/python
+(cd "$work/scratch" && env -i HOME="$work/home" PATH="$env13/bin:/usr/bin:/bin" LANG=C.UTF-8 \
+  SDA_TEST_PREFIX="$prefix" SDA_TEST_REPO="$repo" SDA_TEST_LIBRARY_DIR="$sp13/sda/_lib" \
+  PYTHONDONTWRITEBYTECODE=1 "$env13/bin/python" -m pytest -q -p no:cacheprovider \
+  --rootdir "$binding" -c "$binding/pyproject.toml" "$binding/tests") || fail "pytest against the wheel"
 step "ok"

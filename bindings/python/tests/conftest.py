@@ -1,5 +1,7 @@
-"""Shared fixtures. The suite runs against an installed libsda (run-tests.sh sets SDA_LIBRARY to
-<prefix>/lib/libsda.so.0.2 and SDA_TEST_PREFIX to the prefix) and the pip-installed package."""
+"""Shared fixtures. The suite runs against an installed libsda and the pip-installed package: either a
+prefix (run-tests.sh sets SDA_LIBRARY to <prefix>/lib/libsda.so.0.2 and SDA_TEST_PREFIX to the prefix)
+or the wheel with its bundled libsda (tests/wheel/run.sh: no SDA_LIBRARY, SDA_TEST_LIBRARY_DIR set to
+the package's sda/_lib, SDA_TEST_PREFIX for the header of the same build)."""
 
 from __future__ import annotations
 
@@ -19,6 +21,13 @@ def prefix() -> Path:
     if not value:
         pytest.skip("SDA_TEST_PREFIX is not set (run bindings/python/run-tests.sh PREFIX)")
     return Path(value)
+
+
+@pytest.fixture(scope="session")
+def library_dir(prefix: Path) -> Path:
+    """Where the libsda under test and its backend modules are: the prefix's lib/, or, for the
+    installed wheel (tests/wheel/run.sh sets SDA_TEST_LIBRARY_DIR), the package's sda/_lib/."""
+    return Path(os.environ.get("SDA_TEST_LIBRARY_DIR") or prefix / "lib")
 
 
 @pytest.fixture(scope="session")

@@ -16,9 +16,9 @@ import pytest
 import sda
 
 
-def test_version_and_library_path(prefix):
+def test_version_and_library_path(library_dir):
     assert sda.version().count(".") == 2
-    assert sda.library_path() == str((prefix / "lib" / f"libsda.so.{sda.version()}").resolve())
+    assert Path(sda.library_path()).resolve() == (library_dir / sda._ffi.SONAME).resolve()
 
 
 def test_config_defaults_get_set_and_text():
@@ -206,10 +206,10 @@ def test_names_of_statuses_and_kinds():
     assert sda.device_kind_str(42) == "unknown"
 
 
-def test_backend_loads_from_beside_the_installed_library(ctx, prefix):
+def test_backend_loads_from_beside_the_installed_library(ctx, library_dir):
     details = ctx.backend_load()
     assert details.loaded
-    assert Path(details.module_path).resolve() == (prefix / "lib" / "libsda_torch.so").resolve()
+    assert Path(details.module_path).resolve() == (library_dir / "libsda_torch.so").resolve()
     assert details.libtorch_version and details.built_libtorch_version
     assert sda.backend_info() == details
     # Other test modules import torch, so this process may hold libtorch already: either way the

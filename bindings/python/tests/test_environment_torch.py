@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import sda
 from sda import _libtorch
 
 
@@ -40,7 +41,13 @@ def test_a_context_loads_the_environment_torch_without_import_torch():
     assert Path(path).resolve() == expected.resolve()
 
 
-def test_python_m_sda_without_a_bundled_program_says_where_the_program_is():
-    out = subprocess.run([sys.executable, "-m", "sda", "info"], capture_output=True, text=True)
-    assert out.returncode == 2
-    assert "no bundled program" in out.stderr and "make install" in out.stderr
+def test_python_m_sda_runs_the_bundled_program_or_says_where_the_program_is():
+    from sda.__main__ import PROGRAM
+
+    out = subprocess.run([sys.executable, "-m", "sda", "--version"], capture_output=True, text=True)
+    if PROGRAM.is_file():  # the wheel
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.split()[-1] == sda.version()
+    else:  # an install from the sources
+        assert out.returncode == 2
+        assert "no bundled program" in out.stderr and "make install" in out.stderr

@@ -61,23 +61,30 @@ def test_package_data(prefix, tmp_path):
     assert Path(backend).parent == (package / "_lib").resolve()
 
 
+#: The installed package's own libsda (the wheel's), if it has one.
+BUNDLED = Path(sda.__file__).resolve().parent / "_lib" / _ffi.SONAME
+
+
 def test_system_search_by_soname(prefix, tmp_path):
     """Without SDA_LIBRARY or package data, the dynamic loader's search for libsda.so.0.2 decides;
-    LD_LIBRARY_PATH stands in here for an ldconfig'd system directory."""
+    LD_LIBRARY_PATH stands in here for an ldconfig'd system directory. A package that bundles libsda
+    (the wheel) loads its own copy even then: package data comes before the system."""
     result = run_python(PROBE, {"LD_LIBRARY_PATH": str(prefix / "lib")}, cwd=tmp_path)
-    if Path(sda.__file__).parent.joinpath("_lib", _ffi.SONAME).is_file():
-        return  # this installation bundles libsda: package data comes first
     assert result.returncode == 0, result.stderr
     library, _backend = result.stdout.split()
-    assert Path(library).parent == (prefix / "lib").resolve()
+    expected = BUNDLED.parent if BUNDLED.is_file() else (prefix / "lib").resolve()
+    assert Path(library).resolve().parent == expected
 
 
 def test_nothing_found_is_an_import_error_naming_the_fix(tmp_path):
-    if Path(sda.__file__).parent.joinpath("_lib", _ffi.SONAME).is_file():
-        return
-    result = run_python("import sda", {}, cwd=tmp_path)
-    assert result.returncode != 0
-    assert "libsda could not be loaded" in result.stderr and "SDA_LIBRARY" in result.stderr
+    """Nowhere to find libsda: an ImportError that names the fix. The wheel always finds its own."""
+    result = run_python("import sda; print(sda.library_path())", {}, cwd=tmp_path)
+    if BUNDLED.is_file():
+        assert result.returncode == 0, result.stderr
+        assert Path(result.stdout.strip()).resolve() == BUNDLED
+    else:
+        assert result.returncode != 0
+        assert "libsda could not be loaded" in result.stderr and "SDA_LIBRARY" in result.stderr
 
 
 def test_the_installed_package_is_tested_not_the_source_tree():

@@ -11,15 +11,42 @@
 //!   batches). Like the first, it is a measuring run that nothing predicts. The small-batch regime of
 //!   oneDNN, whose curve differs from that of larger batches, is measured by this second run rather
 //!   than leapt over by the first.
-//! - From two measurements on, the line through the two largest batches that fitted is the prediction
-//!   (the curve near the answer matters, not its start). No run starts that this line predicts above
-//!   the budget. The next batch is the largest the line keeps within the budget; once a batch has run
-//!   above the budget, the chord between it and the largest batch that fitted caps the step too, and two
-//!   failures in a row halve the bracket.
+//! - From two measurements on, the prediction is the line through the two largest batches that fitted
+//!   (the curve near the answer matters, not its start), bent upwards when the three largest show the
+//!   slope growing. The line is trusted only so far beyond the best batch `B` (peak `P`); further out
+//!   the prediction is never less than the proportional bound `P·b/B`, the average per sample at `B`
+//!   taken as the slope, an upper bound on the peak wherever the fixed part is ≥ 0 and a sample costs
+//!   no more than the average so far. Alone it would crawl where the fixed part is most of the peak
+//!   (SNAC: 847 MiB at batch 1, then 706 MiB a sample; conv1d's 390 MB of scratch), so how far the
+//!   line reaches depends on what the three largest batches that fitted say about its shape (they are
+//!   on one line when the line through the top two passes the third within 0.5 % of the best's peak):
+//!   - Two measurements only: 2.5 × `B`. The lower one is the first run, at the smallest batch, whose
+//!     peak may be set by what does not grow with the batch: HTDemucs grows 47 MiB from 1 to 2, then
+//!     96 MiB a sample, so the line through 1 and 2 (or 1 and 3, 1 and 6) has half to seven eighths of
+//!     the slope, and the batch it put at the budget, ~4 × beyond, ran out of memory. 2.5 × lets
+//!     HTDemucs at 0.5 GiB step from 2 to its answer, 5 (at 2 ×, 4, the parabola through 1, 2 and 4
+//!     would put 5 just over the budget and cost a run).
+//!   - The three on one line: no limit. The line is confirmed; a straight curve is not slowed down
+//!     however large its fixed part.
+//!   - The slope shrank (a step lies between them, such as the scratch oneDNN allocates from batch 4):
+//!     4 × `B`. The top two measure the regime of the larger batches, but a later regime may be
+//!     steeper: oneDNN's conv1d almost doubles its slope beyond 128, and the batch that the line
+//!     through 16 and 37 (or 75) put at the budget, 5.7 × (7.2 ×) beyond, past 128, ran out of
+//!     memory. 4 × takes it to 148 (300): past the change and below the answer, where the next
+//!     prediction sees the steeper slope.
+//!   - The slope grew: 1.1 × `B`. A curve that bends up may bend further than the parabola through the
+//!     three says (a kink); within 10 % of the best the bent line alone decides, so that the bound,
+//!     which says "no" to batches that fit wherever the fixed part is large, does not end the search
+//!     short of the answer.
+//!
+//!   No run starts that the prediction puts above the budget. The next batch is the largest it keeps
+//!   within the budget; once a batch has run above the budget, the chord between it and the largest
+//!   batch that fitted caps the step too, and two failures in a row halve the bracket.
 //! - The search ends when one more than the largest batch that fitted is known not to fit (it ran above
 //!   the budget or out of memory) or is predicted above the budget. When that prediction comes from a
-//!   line whose points are more than one batch apart and the best is small, one batch below the best is
-//!   run first (always safe: it is smaller than a batch that fitted) so that the prediction is local.
+//!   line whose points are more than one batch apart, the three largest are not on one line and the
+//!   best is small, one batch below the best is run first (always safe: it is smaller than a batch that
+//!   fitted) so that the prediction is local.
 //! - Above [`EXACT_UP_TO`] the search also ends when the line predicts no more than 1 % over the best.
 
 /// Up to this batch every batch counts: the answer is the largest batch that fits, not an
@@ -28,6 +55,65 @@ pub const EXACT_UP_TO: u32 = 32;
 
 /// The most the second run may grow over the first.
 const SECOND_RUN_GROWTH: u32 = 16;
+
+/// How far beyond the best batch (as a multiple of it) a line through two measurements alone is
+/// trusted before the proportional bound also applies.
+const TWO_POINT_REACH: f64 = 2.5;
+
+/// The same for a line whose slope shrank from the third largest batch (a step lies below it).
+const AFTER_STEP_REACH: f64 = 4.0;
+
+/// The same for a line whose slope grew from the third largest batch (the curve bends up).
+const BENDING_REACH: f64 = 1.1;
+
+/// Three batches are on one line when the line through the two largest passes the third within this
+/// fraction of the best's peak.
+const ON_ONE_LINE: f64 = 0.005;
+
+/// What the three largest batches that fitted say about the curve above them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Shape {
+    /// Only two batches fitted.
+    TwoPoints,
+    /// The three are on one line.
+    Straight,
+    /// The slope from the third to the second is steeper than from the second to the best.
+    Flattening,
+    /// The slope grew.
+    Bending,
+}
+
+impl Shape {
+    /// The shape of the top of `points` (sorted by batch, at least two).
+    fn of(points: &[(u32, u64)]) -> Shape {
+        let [.., z, a, b] = points else {
+            return Shape::TwoPoints;
+        };
+        let Some(line) = Fit::through(*a, *b) else {
+            return Shape::TwoPoints;
+        };
+        // Above the line through the top two, the third lies on a curve whose slope grew.
+        let above = z.1 as f64 - (line.fixed + line.per_sample * f64::from(z.0));
+        let within = ON_ONE_LINE * b.1 as f64;
+        if above > within {
+            Shape::Bending
+        } else if above < -within {
+            Shape::Flattening
+        } else {
+            Shape::Straight
+        }
+    }
+
+    /// How far (a multiple of the best batch) the line alone is trusted; `None`: without limit.
+    fn reach(self) -> Option<f64> {
+        match self {
+            Shape::TwoPoints => Some(TWO_POINT_REACH),
+            Shape::Straight => None,
+            Shape::Flattening => Some(AFTER_STEP_REACH),
+            Shape::Bending => Some(BENDING_REACH),
+        }
+    }
+}
 
 /// What one run showed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -110,7 +196,8 @@ impl Fit {
 /// What the search predicts above its best: the line through the two largest batches that fitted,
 /// bent upwards when the three largest show the slope growing (a convex curve, on which the line alone
 /// would keep promising batches that do not fit). A slope that shrinks is not extrapolated: the
-/// line is then the cautious prediction.
+/// line is then the cautious prediction. Beyond the line's reach, the prediction is at least the
+/// proportional bound (the best's peak per sample, times the batch).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Prediction {
     /// The line through the two largest batches that fitted.
@@ -119,6 +206,9 @@ pub struct Prediction {
     through: (u32, u32),
     /// Bytes per sample² by which the slope grows (0 for a straight line).
     bend: f64,
+    /// Above this batch the prediction is at least this many bytes per sample times the batch
+    /// (`None`: the line is trusted without limit).
+    proportional: Option<(u32, f64)>,
 }
 
 impl Prediction {
@@ -127,7 +217,13 @@ impl Prediction {
         let (b1, b2) = (f64::from(self.through.0), f64::from(self.through.1));
         let b = f64::from(batch);
         let bent = self.bend * ((b - b2) * (b - b1)).max(0.0);
-        self.line.predict(batch).saturating_add(bent.ceil() as u64)
+        let predicted = self.line.predict(batch).saturating_add(bent.ceil() as u64);
+        match self.proportional {
+            Some((beyond, per_sample)) if batch > beyond => {
+                predicted.max((per_sample * b).ceil() as u64)
+            }
+            _ => predicted,
+        }
     }
 
     /// The largest batch in `low..high` predicted to stay at or under `limit` (`low` when none is).
@@ -138,7 +234,8 @@ impl Prediction {
             .largest_under(limit)
             .min(high.saturating_sub(1))
             .max(low);
-        // The bend only adds: the line's answer bounds the search from above.
+        // The bend and the proportional bound only add: the line's answer bounds the search from
+        // above.
         while lo < hi {
             let mid = lo + (hi - lo).div_ceil(2);
             if self.predict(mid.min(u64::from(u32::MAX)) as u32) <= limit {
@@ -230,10 +327,15 @@ impl Search {
             }),
             _ => 0.0,
         };
+        let proportional = Shape::of(&points).reach().map(|reach| {
+            let beyond = (f64::from(b.0) * reach).floor().min(f64::from(u32::MAX)) as u32;
+            (beyond, b.1 as f64 / f64::from(b.0))
+        });
         Some(Prediction {
             line,
             through: (a.0, b.0),
             bend,
+            proportional,
         })
     }
 
@@ -352,13 +454,15 @@ impl Search {
 
     /// The line predicts one more than the best above the budget. When its points are far apart a
     /// step between them (oneDNN's scratch appears from a few samples on) tilts it; one batch below
-    /// the best, which always fits, makes the prediction local.
+    /// the best, which always fits, makes the prediction local. Not when the three largest are on one
+    /// line: no step lies between them.
     fn check_locally(&self, best: u32, line: &Prediction) -> Next {
         let points = self.fitted();
         let second = points[points.len() - 2].0;
         let below = best - 1;
         if best <= EXACT_UP_TO
             && second < below
+            && Shape::of(&points) != Shape::Straight
             && below >= self.min_batch
             && !self.runs.iter().any(|&(b, _)| b == below)
         {
@@ -649,22 +753,28 @@ mod tests {
         assert_eq!((sim.answer, sim.runs), (0, 1));
     }
 
+    /// The built-in conv1d's peak in bytes as measured on an AVX2 CPU (oneDNN): 9 MB per sample up
+    /// to batch 3, a 390 MB scratch from batch 4 on with 3.25 MB per sample, and 6.3 MB per sample
+    /// beyond 128.
+    fn onednn_conv1d_bytes(b: u32) -> f64 {
+        const MB: f64 = 1e6;
+        let b = f64::from(b);
+        if b < 4.0 {
+            9.0 * MB * b
+        } else if b <= 128.0 {
+            390.0 * MB + 3.25 * MB * b
+        } else {
+            390.0 * MB + 3.25 * MB * 128.0 + 6.3 * MB * (b - 128.0)
+        }
+    }
+
     /// The built-in conv1d as measured on an AVX2 CPU (oneDNN): 9 MB per sample up to batch 3, a
     /// 390 MB scratch from batch 4 on with 3.25 MB per sample, and 6.3 MB per sample beyond 128. The
     /// budget is scaled so that each of these regimes holds the answer.
     #[test]
     fn a_curve_with_two_kinks_like_onednn_convolution_ends_within_three_percent() {
         const MB: f64 = 1e6;
-        let shape = |b: u32| -> f64 {
-            let b = f64::from(b);
-            if b < 4.0 {
-                9.0 * MB * b
-            } else if b <= 128.0 {
-                390.0 * MB + 3.25 * MB * b
-            } else {
-                390.0 * MB + 3.25 * MB * 128.0 + 6.3 * MB * (b - 128.0)
-            }
-        };
+        let shape = onednn_conv1d_bytes;
         for budget_mb in [20.0, 420.0, 537.0, 800.0, 1073.0, 2147.0] {
             let scale = BUDGET as f64 / (budget_mb * MB);
             let curve = move |b: u32| (shape(b) * scale) as u64;
@@ -689,6 +799,126 @@ mod tests {
                 );
             }
             assert!(sim.runs <= 8, "{name}: {:?}", sim.predictions);
+        }
+    }
+
+    /// What a recorded curve took: the batches run in order, how many of them ran out of memory, the
+    /// answer and the true maximum.
+    struct Replayed {
+        name: String,
+        sim: Simulated,
+        truth: u32,
+        batches: Vec<u32>,
+        out_of_memory: usize,
+    }
+
+    /// Replays a curve recorded in MiB under a hard limit of `budget_mib` MiB (a run above it runs
+    /// out of memory): the curve is scaled so that the budget is [`BUDGET`].
+    fn replay(model: &str, curve_mib: &dyn Fn(u32) -> f64, budget_mib: f64) -> Replayed {
+        let scale = BUDGET as f64 / budget_mib;
+        let curve = |b: u32| (curve_mib(b) * scale) as u64;
+        let truth = true_maximum(&curve);
+        let sim = simulate(&curve, 1, true);
+        let name = format!("{model}, budget {budget_mib} MiB (true {truth})");
+        check_rules(&name, &sim);
+        let batches: Vec<u32> = sim.predictions.iter().map(|p| p.0).collect();
+        let out_of_memory = batches.iter().filter(|&&b| curve(b) > BUDGET).count();
+        println!(
+            "{name}: answer {} in {} runs, {out_of_memory} out of memory: {batches:?}",
+            sim.answer, sim.runs
+        );
+        assert!(
+            sim.answer <= truth && curve(sim.answer) <= BUDGET,
+            "{name}: {batches:?}"
+        );
+        Replayed {
+            name,
+            sim,
+            truth,
+            batches,
+            out_of_memory,
+        }
+    }
+
+    /// HTDemucs (source separation, 26.9 M parameters, 0.25 s of stereo 44.1 kHz audio, a training
+    /// step on the CPU), peak MiB per batch, each measured in a fresh process (BENCHMARKS.md). Convex
+    /// at the start (+47 MiB from 1 to 2), then ≈ 96 MiB a sample.
+    const HTDEMUCS_MIB: [(u32, f64); 12] = [
+        (1, 160.0),
+        (2, 207.0),
+        (3, 290.0),
+        (4, 385.0),
+        (5, 481.0),
+        (6, 578.0),
+        (8, 769.0),
+        (9, 864.0),
+        (10, 960.0),
+        (14, 1343.0),
+        (20, 1918.0),
+        (21, 2014.0),
+    ];
+
+    /// The recorded HTDemucs peaks, linear between measured batches, +96 MiB a sample beyond 21.
+    fn htdemucs_mib(b: u32) -> f64 {
+        let (last_batch, last_peak) = HTDEMUCS_MIB[HTDEMUCS_MIB.len() - 1];
+        if b >= last_batch {
+            return last_peak + 96.0 * f64::from(b - last_batch);
+        }
+        let upper = HTDEMUCS_MIB.iter().position(|p| p.0 >= b).unwrap();
+        let (b2, p2) = HTDEMUCS_MIB[upper];
+        if b2 == b || upper == 0 {
+            return p2;
+        }
+        let (b1, p1) = HTDEMUCS_MIB[upper - 1];
+        p1 + (p2 - p1) * f64::from(b - b1) / f64::from(b2 - b1)
+    }
+
+    /// The line through two small batches has half to seven eighths of the slope from batch 3 on;
+    /// before the proportional bound the third run, ~4 × beyond them, ran out of memory at every
+    /// budget (5, 6 and 6 runs).
+    #[test]
+    fn recorded_htdemucs_peaks_take_at_most_four_runs_and_never_run_out_of_memory() {
+        for (budget_mib, maximum) in [(512.0, 5), (1024.0, 10), (2048.0, 21)] {
+            let r = replay("HTDemucs", &htdemucs_mib, budget_mib);
+            assert_eq!(r.truth, maximum, "{}", r.name);
+            assert_eq!(r.sim.answer, r.truth, "{}: {:?}", r.name, r.batches);
+            assert!(r.sim.runs <= 4, "{}: {:?}", r.name, r.batches);
+            assert_eq!(r.out_of_memory, 0, "{}: {:?}", r.name, r.batches);
+        }
+    }
+
+    /// SNAC (audio codec, 50.3 M parameters, 0.32 s of mono, a training step), as recorded: 847 MiB at
+    /// batch 1, then 706 MiB a sample, a straight line from the start. The proportional bound must
+    /// not slow it down (2 and 4 runs before it).
+    #[test]
+    fn recorded_snac_peaks_stay_at_two_and_four_runs_without_running_out_of_memory() {
+        let snac_mib = |b: u32| 847.0 + 706.0 * f64::from(b - 1);
+        for (budget_mib, maximum, runs) in [(2048.0, 2, 2), (3072.0, 4, 4)] {
+            let r = replay("SNAC", &snac_mib, budget_mib);
+            assert_eq!(r.truth, maximum, "{}", r.name);
+            assert_eq!(r.sim.answer, r.truth, "{}: {:?}", r.name, r.batches);
+            assert!(r.sim.runs <= runs, "{}: {:?}", r.name, r.batches);
+            assert_eq!(r.out_of_memory, 0, "{}: {:?}", r.name, r.batches);
+        }
+    }
+
+    /// The built-in conv1d under oneDNN (the curve of the two-kink test above) at budgets of 0.5, 1 and
+    /// 2 GiB: mostly fixed cost (390 MB of scratch) up to 128, then almost twice the slope. The
+    /// proportional bound must not make it crawl; the line through batches below 128 must not leap
+    /// past it (before: 4 runs; 8 runs, 2 out of memory; 7 runs, 1 out of memory).
+    #[test]
+    fn recorded_onednn_conv1d_peaks_take_at_most_six_runs_and_never_run_out_of_memory() {
+        let conv1d_mib = |b: u32| onednn_conv1d_bytes(b) / f64::from(1u32 << 20);
+        for (budget_mib, runs) in [(512.0, 4), (1024.0, 5), (2048.0, 6)] {
+            let r = replay("conv1d (oneDNN)", &conv1d_mib, budget_mib);
+            assert!(
+                r.sim.answer * 100 >= r.truth * 97,
+                "{}: {:?}",
+                r.name,
+                r.batches
+            );
+            assert!(r.sim.runs <= runs, "{}: {:?}", r.name, r.batches);
+            assert_eq!(r.out_of_memory, 0, "{}: {:?}", r.name, r.batches);
         }
     }
 }
