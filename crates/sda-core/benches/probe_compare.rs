@@ -135,6 +135,8 @@ fn measure(method: &str) {
         ooms: 0,
     };
     let start = Instant::now();
+    // libsda's runs in order, batch:peak/predicted MiB (no spaces: one field of the RESULT line).
+    let mut trials = String::from("-");
     let found = match method {
         "libsda" => {
             let p = probe::probe(
@@ -147,6 +149,19 @@ fn measure(method: &str) {
             .expect("probe");
             r.runs = p.runs;
             r.ooms = p.oom_runs;
+            trials = p
+                .trials
+                .iter()
+                .map(|t| {
+                    let peak = if t.oom {
+                        "OOM".to_string()
+                    } else {
+                        (t.peak_bytes / MIB).to_string()
+                    };
+                    format!("{}:{}/{}", t.batch, peak, t.predicted_bytes / MIB)
+                })
+                .collect::<Vec<_>>()
+                .join(",");
             p.max_batch
         }
         "seeds" => seeds_bisect(&mut r),
@@ -155,7 +170,7 @@ fn measure(method: &str) {
         other => panic!("unknown method {other}"),
     };
     println!(
-        "RESULT method={method} budget_mib={} found={found} runs={} ooms={} seconds={:.2}",
+        "RESULT method={method} budget_mib={} found={found} runs={} ooms={} seconds={:.2} trials={trials}",
         budget / MIB,
         r.runs,
         r.ooms,
@@ -164,7 +179,7 @@ fn measure(method: &str) {
 }
 
 /// One cell: `method` in a child under RLIMIT_AS = its warmed-up size + `budget_mib`.
-fn spawn(method: &str, budget_mib: u64) -> (u32, u32, u32, f64) {
+fn spawn(method: &str, budget_mib: u64) -> (u32, u32, u32, f64, String) {
     let out = ChildRun::main(ROLE)
         .env("SDA_COMPARE_METHOD", method)
         .address_space_budget(budget_mib * MIB)
@@ -175,6 +190,7 @@ fn spawn(method: &str, budget_mib: u64) -> (u32, u32, u32, f64) {
         out.parsed_field("runs"),
         out.parsed_field("ooms"),
         out.parsed_field("seconds"),
+        out.parsed_field("trials"),
     )
 }
 
@@ -191,6 +207,7 @@ fn main() {
         "| budget | true max | method | batch found | accuracy | runs | OOM runs | wall (s) |"
     );
     println!("|---|---|---|---|---|---|---|---|");
+    let mut sequences = Vec::new();
     for budget in BUDGETS_MIB {
         let (truth, ..) = spawn("true", budget);
         for (method, name) in [
@@ -198,12 +215,19 @@ fn main() {
             ("seeds", "seeds: bisect 1..256"),
             ("lightning", "Lightning-style: double + bisect"),
         ] {
-            let (found, runs, ooms, secs) = spawn(method, budget);
+            let (found, runs, ooms, secs, trials) = spawn(method, budget);
+            if method == "libsda" {
+                sequences.push(format!("- {budget} MiB: {}", trials.replace(',', ", ")));
+            }
             println!(
                 "| {budget} MiB | {truth} | {name} | {found} | {:.2} | {runs} | {ooms} | {secs:.1} |",
                 f64::from(found) / f64::from(truth.max(1))
             );
         }
+    }
+    println!("\nlibsda's runs, in order (batch: measured peak / predicted peak, MiB; 0 predicted: a measuring run):");
+    for line in sequences {
+        println!("{line}");
     }
     println!("\nThe seeds' CPU path does not search at all: it returns a fixed 32 on every CPU.");
 }
