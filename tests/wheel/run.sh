@@ -105,7 +105,8 @@ step "python -m sda doctor: the backend uses $sp13/torch/lib"
 check_probe "$env13" sda-first libsda_torch.so
 check_probe "$env13" import-torch-first libsda_torch.so
 
-if [ -d "$repo/.venv-2.11" ] && unzip -l "$wheel" | grep -q 'sda/_lib/libsda_torch-2.11.so'; then
+in_wheel() { python3 -c 'import sys, zipfile; sys.exit(sys.argv[2] not in zipfile.ZipFile(sys.argv[1]).namelist())' "$wheel" "$1"; }
+if [ -d "$repo/.venv-2.11" ] && in_wheel sda/_lib/libsda_torch-2.11.so; then
   step "2. torch 2.11 from $repo/.venv-2.11"
   env11=$work/env-2.11
   make_env "$env11" "$repo/.venv-2.11"
