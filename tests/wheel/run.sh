@@ -138,6 +138,9 @@ done
 step "python -m sda doctor: exit 2, $(grep -o 'is libtorch 2.12.0[^;]*' <<<"$out" | head -1)"
 step "4. pytest against the installed wheel (torch 2.13 environment)"
 binding=$repo/bindings/python
+# pytest came with the project's environment when `make test-python` installed it there; else PyPI.
+"$env13/bin/python" -c 'import pytest' 2>/dev/null ||
+  "$env13/bin/python" -m pip install --quiet --disable-pip-version-check pytest >&2
 (cd "$work/scratch" && env -i HOME="$work/home" PATH="$env13/bin:/usr/bin:/bin" LANG=C.UTF-8 \
   SDA_TEST_PREFIX="$prefix" SDA_TEST_REPO="$repo" SDA_TEST_LIBRARY_DIR="$sp13/sda/_lib" \
   PYTHONDONTWRITEBYTECODE=1 "$env13/bin/python" -m pytest -q -p no:cacheprovider \
