@@ -1698,8 +1698,7 @@ impl Fuzz {
         {
             assert_eq!(report.value.status, s, "the report's status is the call's");
         }
-        let keep = std::mem::offset_of!(sda_guard_options, keep_effective_batch);
-        let bad_boolean = options.declares_u32_at(keep) && options.value.keep_effective_batch > 1;
+        let bad_boolean = options.keep_flag_is_invalid();
         if use_options && (!options.tail_is_zero() || bad_boolean) {
             assert_ne!(
                 s,
@@ -2354,8 +2353,7 @@ impl Fuzz {
         if !use_options || options.value.batch_size == 0 {
             assert_ne!(s, Status::SDA_OK);
         }
-        let keep = std::mem::offset_of!(sda_guard_options, keep_effective_batch);
-        let bad_boolean = options.declares_u32_at(keep) && options.value.keep_effective_batch > 1;
+        let bad_boolean = options.keep_flag_is_invalid();
         if use_options && (!options.tail_is_zero() || bad_boolean) {
             assert_ne!(
                 s,
@@ -2544,6 +2542,15 @@ const CANARY: u8 = 0xAB;
 struct Padded<T> {
     value: T,
     tail: [u8; TAIL],
+}
+
+impl Padded<sda_guard_options> {
+    /// `keep_effective_batch` lies within the declared size and is not a valid sda_bool: the library
+    /// must refuse the options.
+    fn keep_flag_is_invalid(&self) -> bool {
+        let keep = std::mem::offset_of!(sda_guard_options, keep_effective_batch);
+        self.declares_u32_at(keep) && self.value.keep_effective_batch > 1
+    }
 }
 
 impl<T: Growable> Padded<T> {
