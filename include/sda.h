@@ -824,8 +824,9 @@ typedef struct {
    */
   sda_dtype dtype;
   /**
-   * 1: every run is one training step (forward, the mean of the outputs as the loss, backward,
-   * gradients freed; TorchScript only); 0 (default): inference without autograd.
+   * 1: every run is one training step (forward, the sum of the means of the output's tensors as
+   * the loss — a tensor, or tuples, lists and dicts of them — backward, gradients freed;
+   * TorchScript only); 0 (default): inference without autograd.
    */
   sda_bool train;
 } sda_model_options;
@@ -1113,6 +1114,13 @@ typedef struct {
    * `custom_workload` is `SDA_ERR_INVALID_ARGUMENT`.
    */
   const sda_model *model;
+  /**
+   * The first batch to run, one the caller knows to fit (a batch that ran before, say); 0 =
+   * `min_batch` (default). The search grows from it by prediction, and falls back to `min_batch`
+   * when it does not fit. Outside `min_batch..=max_batch` is `SDA_ERR_INVALID_ARGUMENT`. A
+   * trailing field: a program compiled before it declares a smaller `struct_size` and gets 0.
+   */
+  uint32_t start_batch;
 } sda_probe_options;
 
 /**
@@ -1813,11 +1821,13 @@ sda_status sda_probe_result_init(sda_probe_result *result, size_t size);
 
 /**
  * Finds the largest batch of a workload that fits the memory budget on the context's selected
- * device: two small measuring runs, a fitted line `fixed + per_sample × batch`, and a verifying run
- * of the predicted batch, corrected (secant steps, bisection fallback) when the memory curve is not
- * linear. The answer is always a batch that ran successfully within the budget; on the CPU every run
- * but the measuring ones is predicted to fit before it starts, so the Linux OOM killer is never part
- * of the search. Reaching `max_batch` is reported as `capped`, not as a maximum.
+ * device. The first run is `options->min_batch` (or `options->start_batch`, a batch the caller
+ * knows to fit); each later batch is predicted from the peaks measured so far (a fitted line
+ * `fixed + per_sample × batch`, never below the proportional growth of the best batch) to fit the
+ * budget before it starts, so on the CPU the Linux OOM killer is never part of the search.
+ * `max_batch` in the result is the largest batch that ran within the budget, exact (every batch
+ * counted) up to 32; on a linear curve the probe takes at most four runs. The answer is always a
+ * batch that ran. Reaching `options->max_batch` is reported as `capped`, not as a maximum.
  *
  * The workload is the built-in conv1d (`options->workload`), the host's callback
  * (`options->custom_workload`) or a loaded model file (`options->model`); a model that accepts only

@@ -128,6 +128,11 @@ pub struct sda_probe_options {
     /// run's peak includes the model's resident bytes. Setting it together with `workload` or
     /// `custom_workload` is `SDA_ERR_INVALID_ARGUMENT`.
     pub model: *const sda_model,
+    /// The first batch to run, one the caller knows to fit (a batch that ran before, say); 0 =
+    /// `min_batch` (default). The search grows from it by prediction, and falls back to `min_batch`
+    /// when it does not fit. Outside `min_batch..=max_batch` is `SDA_ERR_INVALID_ARGUMENT`. A
+    /// trailing field: a program compiled before it declares a smaller `struct_size` and gets 0.
+    pub start_batch: u32,
     /// Test builds only (`abi-growth-test`): the field a later version might append.
     #[cfg(feature = "abi-growth-test")]
     pub abi_growth_test: u32,
@@ -135,7 +140,7 @@ pub struct sda_probe_options {
 
 growable!(sda_probe_options {
     struct_size, min_batch, max_batch, max_runs, budget_bytes, margin_bytes, workload,
-    custom_workload, workload_user_data, progress, progress_user_data, save_to, model,
+    custom_workload, workload_user_data, progress, progress_user_data, save_to, model, start_batch,
     #[cfg(feature = "abi-growth-test")]
     abi_growth_test,
 } defaults = {
@@ -154,6 +159,7 @@ growable!(sda_probe_options {
         progress_user_data: std::ptr::null_mut(),
         save_to: std::ptr::null_mut(),
         model: std::ptr::null(),
+        start_batch: d.start_batch,
         #[cfg(feature = "abi-growth-test")]
         abi_growth_test: 0,
     }
@@ -229,11 +235,13 @@ pub extern "C" fn sda_probe_result_init(result: *mut sda_probe_result, size: usi
 }
 
 /// Finds the largest batch of a workload that fits the memory budget on the context's selected
-/// device: two small measuring runs, a fitted line `fixed + per_sample × batch`, and a verifying run
-/// of the predicted batch, corrected (secant steps, bisection fallback) when the memory curve is not
-/// linear. The answer is always a batch that ran successfully within the budget; on the CPU every run
-/// but the measuring ones is predicted to fit before it starts, so the Linux OOM killer is never part
-/// of the search. Reaching `max_batch` is reported as `capped`, not as a maximum.
+/// device. The first run is `options->min_batch` (or `options->start_batch`, a batch the caller
+/// knows to fit); each later batch is predicted from the peaks measured so far (a fitted line
+/// `fixed + per_sample × batch`, never below the proportional growth of the best batch) to fit the
+/// budget before it starts, so on the CPU the Linux OOM killer is never part of the search.
+/// `max_batch` in the result is the largest batch that ran within the budget, exact (every batch
+/// counted) up to 32; on a linear curve the probe takes at most four runs. The answer is always a
+/// batch that ran. Reaching `options->max_batch` is reported as `capped`, not as a maximum.
 ///
 /// The workload is the built-in conv1d (`options->workload`), the host's callback
 /// (`options->custom_workload`) or a loaded model file (`options->model`); a model that accepts only
@@ -322,6 +330,7 @@ pub extern "C" fn sda_probe_batch(
             &context,
             ProbeOptions {
                 min_batch: o.min_batch,
+                start_batch: o.start_batch,
                 max_batch: o.max_batch,
                 budget_bytes: o.budget_bytes,
                 margin_bytes: o.margin_bytes,

@@ -51,7 +51,8 @@ use sda::model::{
 };
 use sda::plan::{sda_plan_workers, sda_worker_plan_init};
 use sda::probe::{
-    sda_probe_batch, sda_probe_options_init, sda_probe_progress, sda_probe_result_init,
+    sda_probe_batch, sda_probe_options, sda_probe_options_init, sda_probe_progress,
+    sda_probe_result_init,
 };
 use sda::recommend::{sda_recommend, sda_recommendation_init};
 use sda::report::{sda_report, sda_report_json};
@@ -1818,6 +1819,7 @@ impl Fuzz {
         o.min_batch = *self.rng.pick(&[0, 1, 2, 5, 100, u32::MAX]);
         o.max_batch = *self.rng.pick(&[0, 1, 4, 8, 1000, u32::MAX]);
         o.max_runs = *self.rng.pick(&[0, 1, 3, 8, 32, u32::MAX]);
+        o.start_batch = *self.rng.pick(&[0, 0, 0, 1, 3, 9, 1000, u32::MAX]);
         o.budget_bytes = self.number_u64();
         o.margin_bytes = self.number_u64();
         let mut workload = self.workload();
@@ -1857,10 +1859,11 @@ impl Fuzz {
             "sda_probe_batch",
             &format!(
                 "{origin:?}, save_to {save_origin:?}, custom {custom}, min {} max {} runs {} \
-                 budget {} margin {}, oom above {}",
+                 start {} budget {} margin {}, oom above {}",
                 o.min_batch,
                 o.max_batch,
                 o.max_runs,
+                o.start_batch,
                 o.budget_bytes,
                 o.margin_bytes,
                 probe_work.oom_above
@@ -1889,6 +1892,15 @@ impl Fuzz {
         }
         if s == Status::SDA_OK {
             assert!(result.recommended_batch <= result.max_batch);
+            // A start batch the options declare must have been within the range, else refused.
+            let declares_start =
+                o.struct_size as usize >= std::mem::offset_of!(sda_probe_options, start_batch) + 4;
+            if !null_options && declares_start && o.start_batch != 0 {
+                assert!(
+                    (o.min_batch.max(1)..=o.max_batch).contains(&o.start_batch),
+                    "a start_batch outside min_batch..=max_batch was accepted"
+                );
+            }
         }
     }
 

@@ -1,10 +1,12 @@
 /*
  * sda_probe_batch through the C ABI: argument checks, a host's own workload (memory it really
  * touches, measured through the resident set), a workload that reports out-of-memory above a batch,
- * cancellation from the progress callback, and storing the result in a config.
+ * the caller's first batch (start_batch), cancellation from the progress callback, and storing the
+ * result in a config.
  */
 #include <sda.h>
 
+#include <stddef.h>
 #include <stdlib.h>
 
 #include "check.h"
@@ -32,6 +34,15 @@ static int32_t oom_above_20(void *user_data, uint32_t batch) {
         return SDA_ERR_OUT_OF_MEMORY;
     }
     return touch_mib_per_sample(user_data, batch);
+}
+
+/* The batch of every run, in order (the probe calls progress after each). */
+static uint32_t batches_run[16];
+static int batches_count = 0;
+static bool record_batch(void *user_data, const sda_probe_progress *progress) {
+    (void)user_data;
+    if (batches_count < 16) batches_run[batches_count++] = progress->batch;
+    return true;
 }
 
 static int progress_calls = 0;
@@ -88,6 +99,40 @@ int main(void) {
     options.custom_workload = oom_above_20;
     CHECK_STATUS(sda_probe_batch(context, &options, &result), SDA_OK);
     CHECK(result.max_batch >= 1 && result.max_batch <= 20);
+
+    /* The caller's first batch: the first run is start_batch, and the search grows from there. */
+    options.custom_workload = touch_mib_per_sample;
+    options.progress = record_batch;
+    options.start_batch = 8;
+    CHECK_STATUS(sda_probe_batch(context, &options, &result), SDA_OK);
+    CHECK(batches_count >= 1 && batches_run[0] == 8);
+    CHECK(result.oom_runs == 0 && result.max_batch >= 40 && result.max_batch <= 64);
+    printf("start_batch 8: first run %u, max %u, %u runs\n", batches_run[0], result.max_batch,
+           result.runs);
+    /* A start outside min_batch..=max_batch is refused, not clamped. */
+    options.start_batch = 100;
+    options.max_batch = 99;
+    CHECK_STATUS(sda_probe_batch(context, &options, &result), SDA_ERR_INVALID_ARGUMENT);
+    CHECK_MESSAGE_CONTAINS("start_batch 100");
+    options.start_batch = 1;
+    options.min_batch = 2;
+    CHECK_STATUS(sda_probe_batch(context, &options, &result), SDA_ERR_INVALID_ARGUMENT);
+    /* A program compiled before start_batch declares the smaller size: whatever lies past it is
+     * not read, and the probe starts at min_batch. */
+    SDA_PROBE_OPTIONS_INIT(&options);
+    CHECK(options.start_batch == 0);
+    options.budget_bytes = 64u * MIB;
+    options.workload_user_data = &runs;
+    options.custom_workload = touch_mib_per_sample;
+    options.progress = record_batch;
+    options.struct_size = (uint32_t)offsetof(sda_probe_options, start_batch);
+    options.start_batch = 100000;
+    batches_count = 0;
+    CHECK_STATUS(sda_probe_batch(context, &options, &result), SDA_OK);
+    CHECK(batches_count >= 1 && batches_run[0] == 1);
+    SDA_PROBE_OPTIONS_INIT(&options);
+    options.budget_bytes = 64u * MIB;
+    options.workload_user_data = &runs;
 
     /* Cancelled from the progress callback after the first run. */
     options.custom_workload = touch_mib_per_sample;

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Dict, List
 
 import pytest
 
@@ -43,6 +44,19 @@ class Fixed(torch.nn.Module):
         return self.lin(x.reshape(1, 2 * 50))  # the traced batch (1) is written into the graph
 
 
+class Named(torch.nn.Module):
+    """A codec-like model with named outputs: decoded audio, and integer codes (no gradient)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.enc = torch.nn.Conv1d(2, 8, 9, padding=4)
+        self.dec = torch.nn.Conv1d(8, 2, 9, padding=4)
+
+    def forward(self, x: torch.Tensor) -> Dict[str, List[torch.Tensor]]:
+        z = torch.tanh(self.enc(x))
+        return {"audio": [self.dec(z)], "codes": [z.argmax(1), z.argmin(1)]}
+
+
 CONV_PARAMS = 2 * 16 * 33 + 16 + 16 * 2 * 33 + 2
 
 
@@ -52,6 +66,7 @@ def models(tmp_path_factory) -> Path:
     torch.manual_seed(0)
     torch.jit.script(Conv()).save(str(out / "conv.pt"))
     torch.jit.trace(Fixed(), torch.randn(1, 2, 50)).save(str(out / "fixed.pt"))
+    torch.jit.script(Named()).save(str(out / "named.pt"))
     (out / "readme.txt").write_text("a text file, not a model\n")
     return out
 
@@ -72,6 +87,14 @@ def test_load_describe_and_run_for_inference_and_training(ctx, models):
     with ctx.load_model(str(models / "conv.pt"), [2, 1000], dtype="f32", train=True) as trained:
         assert trained.details.train is True
         trained.run(2)
+
+
+def test_a_training_step_takes_every_tensor_of_a_dict_of_lists_as_its_loss(ctx, models):
+    with ctx.load_model(models / "named.pt", (2, 4000), train=True) as model:
+        model.run(3)  # the integer codes carry no gradient; the audio does
+        result = ctx.probe_batch(model, budget_bytes=128 * MIB, max_batch=64)
+        assert result.oom_runs == 0 and 1 <= result.max_batch <= 64
+        model.run(result.max_batch)
 
 
 def test_the_probe_of_a_model_answers_a_batch_that_runs(ctx, models):

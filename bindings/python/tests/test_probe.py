@@ -66,3 +66,21 @@ def test_the_recommendation_is_saved_to_a_config(ctx):
     with sda.Config() as config:
         result = ctx.probe_batch(small_workload(), budget_bytes=64 * MIB, save_to=config)
         assert config["hardware.max_batch_size"] == str(result.recommended_batch)
+
+
+def test_the_first_run_is_the_caller_s_start_batch(ctx):
+    batches = []
+
+    def work(batch):
+        batches.append(batch)
+        if batch > 37:
+            raise MemoryError(f"batch {batch} does not fit")
+
+    result = ctx.probe_batch(work, start_batch=30, budget_bytes=1 << 40, max_batch=1000)
+    assert batches[0] == 30
+    assert result.max_batch == 37 and 37 in batches
+
+
+def test_a_start_batch_outside_the_range_is_refused(ctx):
+    with pytest.raises(sda.InvalidArgumentError, match="start_batch 50"):
+        ctx.probe_batch(lambda batch: None, start_batch=50, max_batch=40, budget_bytes=64 * MIB)

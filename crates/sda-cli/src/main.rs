@@ -69,6 +69,9 @@ enum Command {
         /// Largest batch; reaching it is reported as capped.
         #[arg(long, default_value_t = 65536)]
         max: u32,
+        /// The first batch to run, one known to fit (default: --min); the search grows from there.
+        #[arg(long)]
+        start: Option<u32>,
         /// JSON with every field of the result.
         #[arg(long)]
         json: bool,
@@ -130,6 +133,7 @@ fn run(cli: Cli) -> sda_core::error::Result<ExitCode> {
             budget,
             min,
             max,
+            start,
             json,
             save,
             model,
@@ -156,6 +160,7 @@ fn run(cli: Cli) -> sda_core::error::Result<ExitCode> {
                 budget,
                 min,
                 max,
+                start: start.unwrap_or(0),
                 json,
                 save,
                 model: model.map(|path| sda_core::model::ModelWorkload {

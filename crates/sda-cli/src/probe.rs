@@ -60,6 +60,8 @@ pub struct Args {
     pub min: u32,
     /// Largest batch.
     pub max: u32,
+    /// The first batch to run (0 = `min`).
+    pub start: u32,
     /// JSON output.
     pub json: bool,
     /// Store the recommended batch in this config file.
@@ -158,6 +160,7 @@ pub fn run(config: Config, args: Args) -> Result<()> {
     };
     let mut options = ProbeOptions {
         min_batch: args.min,
+        start_batch: args.start,
         max_batch: args.max,
         budget_bytes: args.budget.unwrap_or(0),
         progress: Some(&mut progress),

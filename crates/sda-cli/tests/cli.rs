@@ -95,6 +95,20 @@ fn probe_json_carries_every_result_field() {
 }
 
 #[test]
+fn probe_start_is_the_first_batch_run_and_outside_the_range_an_error() {
+    let out = sda(&[
+        "probe", "--device", "cpu", "--budget", "128MiB", "--start", "3", "--json",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["trials"][0]["batch"], 3, "{v}");
+    let bad = sda(&["probe", "--device", "cpu", "--max", "8", "--start", "9"]);
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("start_batch 9"), "{err}");
+}
+
+#[test]
 fn probe_save_writes_the_recommended_batch_into_the_config_file() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("config.toml");

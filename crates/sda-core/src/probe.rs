@@ -127,8 +127,9 @@ pub enum ProbeWorkload<'a> {
 pub struct ProbeOptions<'a> {
     /// Smallest batch (default 1).
     pub min_batch: u32,
-    /// The first batch to run, one the caller knows to be safe (0 = `min_batch`). The search grows from
-    /// there by prediction; when it does not fit, the next run is `min_batch`.
+    /// The first batch to run, one the caller knows to be safe (0 = `min_batch`; otherwise within
+    /// `min_batch..=max_batch`, else the probe is an invalid argument). The search grows from there
+    /// by prediction; when it does not fit, the next run is `min_batch`.
     pub start_batch: u32,
     /// Largest batch worth trying (default 65536); reaching it sets `capped`.
     pub max_batch: u32,
@@ -291,6 +292,13 @@ pub fn probe(context: &Context, mut options: ProbeOptions<'_>) -> Result<ProbeRe
     if max_batch < min_batch {
         return Err(Error::invalid_argument(format!(
             "max_batch {max_batch} is smaller than min_batch {min_batch}"
+        )));
+    }
+    // A start outside the range is a caller's mistake, not a batch to clamp silently.
+    let start = options.start_batch;
+    if start != 0 && !(min_batch..=max_batch).contains(&start) {
+        return Err(Error::invalid_argument(format!(
+            "start_batch {start} is outside min_batch..=max_batch ({min_batch}..={max_batch})"
         )));
     }
     if let ProbeWorkload::Builtin(w) = &options.workload {

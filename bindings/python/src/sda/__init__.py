@@ -962,6 +962,7 @@ class Context(_Handle):
         workload: Workload | Model | Callable[[int], Any] | None = None,
         *,
         min_batch: int = 0,
+        start_batch: int = 0,
         max_batch: int = 0,
         max_runs: int = 0,
         budget_bytes: int = 0,
@@ -977,11 +978,13 @@ class Context(_Handle):
         exception (torch's, ``MemoryError``, ``OutOfMemoryError``) marks the batch as not fitting,
         and any other exception stops the probe and is re-raised. ``progress(ProbeProgress)`` is
         called after every run; returning False cancels (``CancelledError``). ``save_to`` stores the
-        recommended batch in that config's ``hardware.max_batch_size``. Zero means the library's
-        default for every number.
+        recommended batch in that config's ``hardware.max_batch_size``. ``start_batch`` is the first
+        batch to run, one known to fit (a batch that ran before; 0: ``min_batch``); the search grows
+        from it. Zero means the library's default for every number.
         """
         options = _ffi.new(_ffi.sda_probe_options)
-        for name, value in (("min_batch", min_batch), ("max_batch", max_batch), ("max_runs", max_runs),
+        for name, value in (("min_batch", min_batch), ("start_batch", start_batch), ("max_batch", max_batch),
+                            ("max_runs", max_runs),
                             ("budget_bytes", budget_bytes), ("margin_bytes", margin_bytes)):
             if value:
                 setattr(options, name, value)

@@ -305,6 +305,7 @@ class sda_probe_options(_Struct):
         ("progress_user_data", c_void_p),
         ("save_to", c_void_p),
         ("model", c_void_p),
+        ("start_batch", c_uint32),
     ]
 
 

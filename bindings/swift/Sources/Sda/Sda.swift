@@ -694,13 +694,15 @@ extension Context {
     /// Finds the largest batch of the built-in workload (`workload`, nil: the seeds' conv1d) that fits
     /// the memory budget on the selected device. `progress` is called after every run; returning
     /// false cancels (`SdaError` with `.cancelled`). `saveTo` stores the recommended batch in that
-    /// configuration's `hardware.max_batch_size`. Zero means the library's default for each number.
-    public func probeBatch(workload: Workload? = nil, minBatch: UInt32 = 0, maxBatch: UInt32 = 0, maxRuns: UInt32 = 0,
+    /// configuration's `hardware.max_batch_size`. `startBatch` is the first batch to run, one known to
+    /// fit (0: `minBatch`). Zero means the library's default for each number.
+    public func probeBatch(workload: Workload? = nil, minBatch: UInt32 = 0, startBatch: UInt32 = 0, maxBatch: UInt32 = 0,
+                           maxRuns: UInt32 = 0,
                            budgetBytes: UInt64 = 0, marginBytes: UInt64 = 0, saveTo: Config? = nil,
                            progress: ((ProbeProgress) -> Bool)? = nil) throws -> ProbeResult {
         var shape = (workload ?? Workload()).c
         return try withUnsafePointer(to: &shape) { shape in
-            try probe(minBatch, maxBatch, maxRuns, budgetBytes, marginBytes, saveTo, progress, work: nil) { options in
+            try probe(minBatch, startBatch, maxBatch, maxRuns, budgetBytes, marginBytes, saveTo, progress, work: nil) { options in
                 options.workload = shape
             }
         }
@@ -709,14 +711,15 @@ extension Context {
     /// Finds the largest batch of the host's own work that fits: `work(batch)` runs it once; an
     /// out-of-memory error inside it marks the batch as not fitting, any other error stops the probe
     /// and is rethrown.
-    public func probeBatch(minBatch: UInt32 = 0, maxBatch: UInt32 = 0, maxRuns: UInt32 = 0,
+    public func probeBatch(minBatch: UInt32 = 0, startBatch: UInt32 = 0, maxBatch: UInt32 = 0,
+                           maxRuns: UInt32 = 0,
                            budgetBytes: UInt64 = 0, marginBytes: UInt64 = 0, saveTo: Config? = nil,
                            progress: ((ProbeProgress) -> Bool)? = nil,
                            _ work: (UInt32) throws -> Void) throws -> ProbeResult {
         try withoutActuallyEscaping(work) { work in
             let call = Call { batch, _ in try work(batch) }
             return try withExtendedLifetime(call) {
-                try probe(minBatch, maxBatch, maxRuns, budgetBytes, marginBytes, saveTo, progress, work: call) { options in
+                try probe(minBatch, startBatch, maxBatch, maxRuns, budgetBytes, marginBytes, saveTo, progress, work: call) { options in
                     options.custom_workload = { userData, batch in
                         Unmanaged<Call>.fromOpaque(userData!).takeUnretainedValue().invoke(batch, 1)
                     }
@@ -726,11 +729,12 @@ extension Context {
         }
     }
 
-    private func probe(_ minBatch: UInt32, _ maxBatch: UInt32, _ maxRuns: UInt32, _ budgetBytes: UInt64,
+    private func probe(_ minBatch: UInt32, _ startBatch: UInt32, _ maxBatch: UInt32, _ maxRuns: UInt32, _ budgetBytes: UInt64,
                        _ marginBytes: UInt64, _ saveTo: Config?, _ progress: ((ProbeProgress) -> Bool)?,
                        work: Call?, configure: (inout sda_probe_options) -> Void) throws -> ProbeResult {
         var options = initialised(sda_probe_options_init, sda_probe_options())
         if minBatch != 0 { options.min_batch = minBatch }
+        options.start_batch = startBatch
         if maxBatch != 0 { options.max_batch = maxBatch }
         if maxRuns != 0 { options.max_runs = maxRuns }
         options.budget_bytes = budgetBytes
@@ -895,11 +899,12 @@ extension Context {
     /// Finds the largest batch of `model` (loaded with this context) that fits the memory budget;
     /// every run's peak counts the model's resident bytes. A model that accepts only its traced batch
     /// throws `.invalidArgument`, not out-of-memory.
-    public func probeBatch(model: Model, minBatch: UInt32 = 0, maxBatch: UInt32 = 0, maxRuns: UInt32 = 0,
+    public func probeBatch(model: Model, minBatch: UInt32 = 0, startBatch: UInt32 = 0, maxBatch: UInt32 = 0,
+                           maxRuns: UInt32 = 0,
                            budgetBytes: UInt64 = 0, marginBytes: UInt64 = 0, saveTo: Config? = nil,
                            progress: ((ProbeProgress) -> Bool)? = nil) throws -> ProbeResult {
         try withExtendedLifetime(model) {
-            try probe(minBatch, maxBatch, maxRuns, budgetBytes, marginBytes, saveTo, progress, work: nil) { options in
+            try probe(minBatch, startBatch, maxBatch, maxRuns, budgetBytes, marginBytes, saveTo, progress, work: nil) { options in
                 options.model = model.handle
             }
         }

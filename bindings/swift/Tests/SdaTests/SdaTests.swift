@@ -239,6 +239,20 @@ final class SdaTests: XCTestCase {
         XCTAssertGreaterThan(result.maxBatch, 0)
     }
 
+    func testProbeStartsAtTheCallersStartBatch() throws {
+        let context = try cpuContext()
+        var batches: [UInt32] = []
+        let result = try context.probeBatch(startBatch: 30, maxBatch: 1000, budgetBytes: 1 << 40) { batch in
+            batches.append(batch)
+            if batch > 37 { throw SdaError(status: .outOfMemory, message: "batch \(batch) does not fit") }
+        }
+        XCTAssertEqual(batches.first, 30)
+        XCTAssertEqual(result.maxBatch, 37)
+        XCTAssertThrowsError(try context.probeBatch(startBatch: 50, maxBatch: 40, budgetBytes: 64 << 20) { _ in }) { error in
+            XCTAssertEqual((error as? SdaError)?.status, .invalidArgument)
+        }
+    }
+
     func testProbeCancelledAndErrorsRethrown() throws {
         let context = try cpuContext()
         XCTAssertThrowsError(try context.probeBatch(workload: smallWorkload(), budgetBytes: 64 << 20) { _ in false }) { error in
