@@ -23,9 +23,35 @@ fn main() {
     let abi = if major == "0" {
         format!("0.{minor}")
     } else {
-        major
+        major.clone()
     };
-    println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,libsda.so.{abi}");
+    // The name the library records for the programs that link it, per target linker (a build script
+    // sees the target through CARGO_CFG_TARGET_OS, not through cfg!):
+    // - Linux (GNU ld, lld): the SONAME libsda.so.{abi};
+    // - macOS (ld64, which has no -soname): the install name @rpath/libsda.{abi}.dylib, the file
+    //   cmake/CMakeLists.txt installs beside the real libsda.X.Y.Z.dylib, so that a host finds it
+    //   through its own rpath; dyld refuses a library whose compatibility version is older than the
+    //   one the host was linked against ({abi}.0 for every release of this ABI);
+    // - Windows: nothing. A program's import library names the DLL itself (sda.dll), which the loader
+    //   looks for beside the program and on PATH.
+    let patch = std::env::var("CARGO_PKG_VERSION_PATCH").expect("set by cargo");
+    match std::env::var("CARGO_CFG_TARGET_OS")
+        .unwrap_or_default()
+        .as_str()
+    {
+        "macos" | "ios" => {
+            println!("cargo:rustc-cdylib-link-arg=-Wl,-install_name,@rpath/libsda.{abi}.dylib");
+            let compat = if major == "0" {
+                format!("0.{minor}.0")
+            } else {
+                format!("{major}.0.0")
+            };
+            println!("cargo:rustc-cdylib-link-arg=-Wl,-compatibility_version,{compat}");
+            println!("cargo:rustc-cdylib-link-arg=-Wl,-current_version,{major}.{minor}.{patch}");
+        }
+        "windows" => {}
+        _ => println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,libsda.so.{abi}"),
+    }
 
     let mut config =
         cbindgen::Config::from_file(crate_dir.join("cbindgen.toml")).expect("cbindgen.toml parses");

@@ -23,9 +23,18 @@ fi
 mkdir -p "$probe_dir"
 out=$(cd "$root" && CARGO_TARGET_DIR="$probe_dir" cargo rustc --quiet --lib -p sda --crate-type staticlib \
   -- --print native-static-libs 2>&1) || { printf '%s\n' "$out" >&2; exit 1; }
-# rustc's note: "native-static-libs: -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc"
+# rustc's note, per target: Linux "-lgcc_s -lutil -lrt -lpthread -lm -ldl -lc", macOS
+# "-framework CoreFoundation -liconv -lSystem -lc -lm", MSVC "kernel32.lib ntdll.lib /defaultlib:msvcrt".
+# Linux names lose their -l (the form the Linux install has always recorded); everything else is kept
+# as rustc wrote it, a "-framework NAME" pair as one item, duplicates after the first dropped.
+# cmake/CMakeLists.txt sorts the forms into link libraries and options.
 libs=$(printf '%s\n' "$out" | sed -n 's/.*native-static-libs: //p' | tail -1 | tr ' ' '\n' |
-  sed -n 's/^-l//p' | awk '!seen[$0]++' | tr '\n' ' ' | sed 's/ $//')
+  awk 'NF == 0 { next }
+       pending { item = "-framework " $0; pending = 0 }
+       $0 == "-framework" { pending = 1; next }
+       !item { item = $0; sub(/^-l/, "", item) }
+       !seen[item]++ { print item }
+       { item = "" }' | tr '\n' ' ' | sed 's/ $//')
 [ -n "$libs" ] || { printf 'no native-static-libs line in rustc output:\n%s\n' "$out" >&2; exit 1; }
 printf '%s\n%s\n' "$key" "$libs" >"$cache"
 printf '%s\n' "$libs"

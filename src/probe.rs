@@ -339,8 +339,6 @@ pub extern "C" fn sda_probe_batch(
                 progress: progress
                     .as_mut()
                     .map(|p| p as &mut dyn FnMut(&ProbeProgress) -> bool),
-                // What the C ABI does not expose keeps the core's defaults.
-                ..ProbeOptions::default()
             },
         )?;
         if let Some(config) = save_to {

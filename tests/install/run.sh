@@ -14,6 +14,8 @@
 #  7. the README's C++ quick start, extracted, compiled against the prefix and run
 #  8. (with BUNDLED_PREFIX; as root) libtorch found at run time, both prefixes moved and the build
 #     tree's torch/lib hidden in a private mount namespace: tests/install/libtorch_discovery.sh
+#  9. the macOS and Windows layouts of the CMake package, installed here from test-double artifacts
+#     (no Mac or Windows toolchain exists here): tests/install/platform_layouts.sh
 #
 # Every run prints the backend module it loaded; it must be the one inside the prefix under test.
 set -euo pipefail
@@ -214,5 +216,8 @@ if [ -n "$bundled_prefix" ]; then
     unshare -m bash "$repo/tests/install/libtorch_discovery.sh" || die "libtorch found at run time (step 8)"
   mv "$work/bundled" "$bundled_prefix"
 fi
+
+step "9. the macOS and Windows layouts (test doubles, SDA_PLATFORM=Darwin / Windows)"
+bash "$repo/tests/install/platform_layouts.sh" || die "the macOS / Windows layouts (step 9)"
 
 printf '\ninstall tests passed (%d s)\n' $((SECONDS - started))

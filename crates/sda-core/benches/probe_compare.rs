@@ -3,6 +3,11 @@
 //!
 //!   cargo bench -p sda-core --bench probe_compare   (not part of `make bench`: it takes minutes)
 //!
+//! `SDA_COMPARE_REPEAT=N` runs libsda's cell N times per budget (default 1), each in a fresh child,
+//! and prints every repetition's runs: the peaks near oneDNN's kinks move by a few MB between
+//! processes, and one run of the table does not show how often that costs a run.
+//! `SDA_COMPARE_ONLY=libsda` leaves out the other methods (the true maximum is still searched).
+//!
 //! Each (method, budget) runs in a child process (sda_testkit's `ChildRun`, one heap arena) whose
 //! address space is limited to what it holds after warming up plus the budget (`setrlimit(RLIMIT_AS)`),
 //! so failures are real libtorch allocation failures. The true maximum under each limit is searched
@@ -207,6 +212,12 @@ fn main() {
         "| budget | true max | method | batch found | accuracy | runs | OOM runs | wall (s) |"
     );
     println!("|---|---|---|---|---|---|---|---|");
+    let repeat: u32 = std::env::var("SDA_COMPARE_REPEAT")
+        .ok()
+        .map(|v| v.parse().expect("SDA_COMPARE_REPEAT is a number"))
+        .unwrap_or(1)
+        .max(1);
+    let only = std::env::var("SDA_COMPARE_ONLY").ok();
     let mut sequences = Vec::new();
     for budget in BUDGETS_MIB {
         let (truth, ..) = spawn("true", budget);
@@ -215,14 +226,20 @@ fn main() {
             ("seeds", "seeds: bisect 1..256"),
             ("lightning", "Lightning-style: double + bisect"),
         ] {
-            let (found, runs, ooms, secs, trials) = spawn(method, budget);
-            if method == "libsda" {
-                sequences.push(format!("- {budget} MiB: {}", trials.replace(',', ", ")));
+            if only.as_deref().is_some_and(|o| o != method) {
+                continue;
             }
-            println!(
-                "| {budget} MiB | {truth} | {name} | {found} | {:.2} | {runs} | {ooms} | {secs:.1} |",
-                f64::from(found) / f64::from(truth.max(1))
-            );
+            let times = if method == "libsda" { repeat } else { 1 };
+            for _ in 0..times {
+                let (found, runs, ooms, secs, trials) = spawn(method, budget);
+                if method == "libsda" {
+                    sequences.push(format!("- {budget} MiB: {}", trials.replace(',', ", ")));
+                }
+                println!(
+                    "| {budget} MiB | {truth} | {name} | {found} | {:.2} | {runs} | {ooms} | {secs:.1} |",
+                    f64::from(found) / f64::from(truth.max(1))
+                );
+            }
         }
     }
     println!("\nlibsda's runs, in order (batch: measured peak / predicted peak, MiB; 0 predicted: a measuring run):");

@@ -16,8 +16,9 @@ from pathlib import Path
 
 from . import _libtorch
 
-#: The bundled program: present in a wheel (``make wheel``), absent in an install from the sources.
-PROGRAM = Path(__file__).resolve().parent / "_lib" / "sda"
+#: The bundled program: present in a wheel (``make wheel``), absent in an install from the sources
+#: (``sda.exe`` on Windows, where no wheel is built yet).
+PROGRAM = Path(__file__).resolve().parent / "_lib" / ("sda.exe" if sys.platform == "win32" else "sda")
 
 
 def _config_path(argv: list[str]) -> str | None:
@@ -63,6 +64,12 @@ def main(argv: list[str] | None = None) -> int:
     sys.stdout.flush()
     sys.stderr.flush()
     try:
+        if sys.platform == "win32":
+            # Windows has no exec: its os.execve starts a new process and ends this one without
+            # waiting, so the caller would lose the program's exit status and output order.
+            import subprocess
+
+            return subprocess.call([str(PROGRAM), *argv], env=environ)
         os.execve(PROGRAM, [str(PROGRAM), *argv], environ)
     except OSError as exc:
         print(f"python -m sda: cannot run {PROGRAM}: {exc}", file=sys.stderr)

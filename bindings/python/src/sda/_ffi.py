@@ -5,16 +5,31 @@ top. Declarations are data (``FUNCTIONS``): adding a function of the header is o
 the test ``test_abi_coverage.py`` fails while a function of the header is missing, or has a different
 number of parameters.
 
-The library is looked for, in this order:
+The library's file name depends on the platform (``library_file_name``, a function of
+``sys.platform``, the names ``make install`` writes; cmake/CMakeLists.txt):
 
-1. ``$SDA_LIBRARY`` — a path to ``libsda.so`` (an explicit choice is the only candidate: a program
+==========  ======================  ===================================  ========================
+platform    file name               installed as                         backend module beside it
+==========  ======================  ===================================  ========================
+``linux``   ``libsda.so.<abi>``     ``<prefix>/lib/libsda.so.<abi>``     ``libsda_torch.so``
+``darwin``  ``libsda.<abi>.dylib``  ``<prefix>/lib/libsda.<abi>.dylib``  ``libsda_torch.dylib``
+``win32``   ``sda.dll``             ``<prefix>/bin/sda.dll``             ``sda_torch.dll``
+==========  ======================  ===================================  ========================
+
+(``<abi>`` is ``ABI_VERSION``: the SONAME on Linux, the install name on macOS; Windows DLLs carry no
+version in their name.) It is looked for, in this order:
+
+1. ``$SDA_LIBRARY`` — a path to that file (an explicit choice is the only candidate: a program
    that named a file must not silently get another one);
-2. package data — ``sda/_lib/libsda.so.<major>``, where a wheel that bundles libsda puts it (with
-   ``libsda_torch.so`` beside it: the core finds its backend module beside itself);
-3. the system — the dynamic loader's search (``ld.so.cache``, ``LD_LIBRARY_PATH``) for the SONAME
-   ``libsda.so.<major>``, then whatever ``ctypes.util.find_library("sda")`` names.
+2. package data — ``sda/_lib/<file name>``, where a wheel that bundles libsda puts it (with the
+   backend module beside it: the core finds its backend module beside itself);
+3. the system — the dynamic loader's search for the file name (Linux: ``ld.so.cache``,
+   ``LD_LIBRARY_PATH``; macOS: ``DYLD_LIBRARY_PATH``, ``DYLD_FALLBACK_LIBRARY_PATH``; Windows: the
+   directories added with ``os.add_dll_directory``, since Python 3.8 does not search ``PATH`` for
+   ctypes), then whatever ``ctypes.util.find_library("sda")`` names (on Windows it searches ``PATH``).
 
-A library of another major version is refused: the ABI changes only with the major version.
+A library of another ABI version is refused. Only the Linux names are exercised against a real
+library here; the macOS and Windows ones are tested as names (tests/test_library_names_per_platform.py).
 """
 
 from __future__ import annotations
@@ -23,17 +38,48 @@ import ctypes
 import ctypes.util
 import enum
 import os
+import sys
 from ctypes import POINTER, c_bool, c_char, c_char_p, c_double, c_int32, c_size_t, c_uint32, c_uint64, c_void_p
 from pathlib import Path
 from typing import NamedTuple
 
 #: The ABI major version this binding is written for.
 ABI_MAJOR = 0
-#: The ABI version (the SONAME's suffix, ``libsda.so.<ABI_VERSION>``): the major version from 1.0
-#: on, major.minor before it (0.y releases break with every y, as under semver).
+#: The ABI version (the SONAME's suffix, ``libsda.so.<ABI_VERSION>``; macOS ``libsda.<ABI_VERSION>.dylib``):
+#: the major version from 1.0 on, major.minor before it (0.y releases break with every y, as under semver).
 ABI_VERSION = "0.2"
-SONAME = f"libsda.so.{ABI_VERSION}"
 LIBRARY_ENV = "SDA_LIBRARY"
+
+
+def library_file_name(platform: str, abi_version: str = ABI_VERSION) -> str:
+    """The file name of libsda that programs load on ``platform`` (a ``sys.platform`` value): Linux
+    (and other ELF systems) the SONAME ``libsda.so.<abi>``, macOS the install name's file
+    ``libsda.<abi>.dylib``, Windows ``sda.dll`` (the name its import library records)."""
+    if platform == "darwin":
+        return f"libsda.{abi_version}.dylib"
+    if platform == "win32":
+        return "sda.dll"
+    return f"libsda.so.{abi_version}"
+
+
+def installed_library(platform: str, abi_version: str = ABI_VERSION) -> str:
+    """Where ``make install`` puts that file, relative to the prefix: ``lib/`` (Windows: ``bin/``,
+    where DLLs go, so that programs beside them find them)."""
+    folder = "bin" if platform == "win32" else "lib"
+    return f"{folder}/{library_file_name(platform, abi_version)}"
+
+
+def _loader_hint(platform: str) -> str:
+    """How to make the system search find an installed libsda on ``platform``."""
+    if platform == "darwin":
+        return "or put its lib/ on DYLD_LIBRARY_PATH"
+    if platform == "win32":
+        return "or put its bin\\ on PATH"
+    return "or put its lib/ where the dynamic loader looks (ldconfig)"
+
+
+#: The file name on this platform (historically the Linux SONAME, hence the name).
+SONAME = library_file_name(sys.platform)
 
 
 class Status(enum.IntEnum):
@@ -546,8 +592,9 @@ class LibraryNotFoundError(ImportError):
     """libsda could not be loaded; the message lists every place that was tried and the fix."""
 
 
-def _package_library() -> Path:
-    return Path(__file__).resolve().parent / "_lib" / SONAME
+def _package_library(platform: str = sys.platform) -> Path:
+    """Where a wheel for ``platform`` puts libsda: ``sda/_lib/<library_file_name(platform)>``."""
+    return Path(__file__).resolve().parent / "_lib" / library_file_name(platform)
 
 
 def candidates(environ: os._Environ | dict | None = None) -> list[str]:
@@ -590,8 +637,8 @@ def load_library(environ: os._Environ | dict | None = None) -> ctypes.CDLL:
         return declare(lib)
     raise LibraryNotFoundError(
         "libsda could not be loaded (tried: " + "; ".join(tried) + "). Install libsda "
-        f"(make install PREFIX=...) and set {LIBRARY_ENV}=<prefix>/lib/{SONAME}, or put its lib/ "
-        "where the dynamic loader looks (ldconfig)."
+        f"(make install PREFIX=...) and set {LIBRARY_ENV}=<prefix>/{installed_library(sys.platform)}, "
+        f"{_loader_hint(sys.platform)}."
     )
 
 
@@ -616,7 +663,11 @@ def _check_status(result: int, function: object, arguments: tuple) -> int:
 
 
 def library_path(lib: ctypes.CDLL) -> str:
-    """The file the loaded libsda was mapped from (resolved through the loader, not the candidate)."""
+    """The file the loaded libsda was mapped from (resolved through the loader, not the candidate):
+    ``dladdr`` on Linux and macOS, ``GetModuleFileNameW`` on Windows (which has no ``dladdr``); the
+    name it was loaded under when neither answers."""
+    if sys.platform == "win32":
+        return _windows_module_path(lib)
     info = _DlInfo()
     libdl = ctypes.CDLL(None)
     libdl.dladdr.argtypes = [c_void_p, POINTER(_DlInfo)]
@@ -629,6 +680,24 @@ def library_path(lib: ctypes.CDLL) -> str:
 
 class _DlInfo(ctypes.Structure):
     _fields_ = [("dli_fname", c_char_p), ("dli_fbase", c_void_p), ("dli_sname", c_char_p), ("dli_saddr", c_void_p)]
+
+
+def _windows_module_path(lib: ctypes.CDLL) -> str:
+    """The DLL's path from its module handle (``lib._handle`` is the HMODULE on Windows). Not run here:
+    this project's machines are Linux."""
+    kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)  # type: ignore[attr-defined]
+    kernel32.GetModuleFileNameW.argtypes = [c_void_p, ctypes.c_wchar_p, c_uint32]
+    kernel32.GetModuleFileNameW.restype = c_uint32
+    size = 260
+    while size <= 32768:
+        buffer = ctypes.create_unicode_buffer(size)
+        written = kernel32.GetModuleFileNameW(c_void_p(lib._handle), buffer, size)
+        if written == 0:
+            break
+        if written < size:
+            return os.path.realpath(buffer.value)
+        size *= 2  # truncated: the path is longer than the buffer
+    return lib._name
 
 
 lib = load_library()

@@ -12,12 +12,23 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import sys
 from pathlib import Path
 
 #: The variable that names libtorch's folder explicitly; it wins over everything else.
 LIBTORCH_ENV = "SDA_LIBTORCH"
 #: The config key that names libtorch's folder.
 CONFIG_KEY = "hardware.libtorch"
+
+
+def libtorch_cpu_name(platform: str) -> str:
+    """The file name of libtorch's CPU library in ``torch/lib`` on ``platform`` (a ``sys.platform``
+    value), the file libsda itself looks for (``sda_backend_abi::LIBTORCH_CPU``)."""
+    if platform == "darwin":
+        return "libtorch_cpu.dylib"
+    if platform == "win32":
+        return "torch_cpu.dll"
+    return "libtorch_cpu.so"
 
 
 def environment_libtorch() -> str | None:
@@ -31,7 +42,7 @@ def environment_libtorch() -> str | None:
         return None
     for location in spec.submodule_search_locations:
         lib = Path(location) / "lib"
-        if any(lib.glob("libtorch_cpu.*")):
+        if (lib / libtorch_cpu_name(sys.platform)).is_file():
             return str(lib)
     return None
 
