@@ -1,0 +1,114 @@
+"""Issue 12's opening scenario, as a new user would run it, checked against fresh processes.
+
+HTDemucs (`demucs.htdemucs.HTDemucs`, 4 sources, random weights) in a CPU training step (forward, mean
+absolute output as the loss, backward, Adam step, `zero_grad(set_to_none=True)`) on 2 s of stereo
+44.1 kHz audio, probed through the Python binding with a Python callable and `budget_bytes` only: no
+warm-up, no glibc or oneDNN settings, the default thread count, no address-space limit on the probe
+(the issue's setting). Then the answer is checked the way the issue checked "batch 2 fits": `max_batch`
+and `max_batch + 1` each run one step in a fresh child whose address space is limited to what it
+holds after building the model plus the budget (`setrlimit(RLIMIT_AS)`, VmSize from /proc). The
+answer is right when `max_batch` runs there and `max_batch + 1` does not.
+
+    make bench-models      # once: the venv with demucs (build/bench-models/venv)
+    SDA_LIBRARY=build/test-prefix/lib/libsda.so.0.2 build/bench-models/venv/bin/python \
+        bench/new_user_htdemucs.py [--budgets 2,8]
+
+Prints one Markdown row per budget. Each training step of one sample takes about 4 s here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+
+GIB = 1 << 30
+SAMPLES = 88_200  # 2 s at 44.1 kHz
+
+
+def build():
+    import torch
+    from demucs.htdemucs import HTDemucs
+
+    torch.manual_seed(0)
+    model = HTDemucs(sources=["drums", "bass", "other", "vocals"])
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+
+    def step(batch: int) -> None:
+        out = model(torch.randn(batch, 2, SAMPLES))
+        out.abs().mean().backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return step
+
+
+def vm_size() -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmSize:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmSize in /proc/self/status")
+
+
+def child_probe(budget: int) -> dict:
+    import sda
+
+    step = build()
+    trials = []
+    started = time.monotonic()
+    with sda.Context() as ctx:
+        ctx.select_device("cpu")
+        result = ctx.probe_batch(step, budget_bytes=budget, progress=lambda p: trials.append(
+            f"{p.batch}:{p.peak_bytes >> 20}{'' if p.ok else ' OOM' if p.oom else ' over'}"))
+    return {"max": result.max_batch, "recommended": result.recommended_batch, "runs": result.runs,
+            "ooms": result.oom_runs, "trials": trials, "seconds": time.monotonic() - started}
+
+
+def child_run(budget: int, batch: int) -> dict:
+    step = build()
+    limit = vm_size() + budget
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    try:
+        step(batch)
+        return {"ran": True}
+    except (RuntimeError, MemoryError) as error:
+        return {"ran": False, "error": str(error).splitlines()[0][:120]}
+
+
+def spawn(*args: str) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--child", *args], capture_output=True, text=True)
+    lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
+    if out.returncode != 0 or not lines:
+        raise SystemExit(f"child {args} failed ({out.returncode}):\n{out.stdout}\n{out.stderr}")
+    return json.loads(lines[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--budgets", default="2,8", help="GiB, comma-separated")
+    parser.add_argument("--child", nargs="+")
+    args = parser.parse_args()
+    if args.child:
+        kind, budget, *rest = args.child
+        budget = int(float(budget) * GIB)
+        print(json.dumps(child_probe(budget) if kind == "probe" else child_run(budget, int(rest[0]))))
+        return
+    print("| budget | max_batch | recommended | runs | OOM runs | probe (s) | runs (batch:MiB) | "
+          "max_batch, fresh child | max_batch + 1, fresh child |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for gib in args.budgets.split(","):
+        probe = spawn("probe", gib)
+        at = spawn("run", gib, str(probe["max"]))
+        above = spawn("run", gib, str(probe["max"] + 1))
+        print(f"| {gib} GiB | {probe['max']} | {probe['recommended']} | {probe['runs']} | {probe['ooms']} | "
+              f"{probe['seconds']:.0f} | {', '.join(probe['trials'])} | "
+              f"{'runs' if at['ran'] else 'fails: ' + at['error']} | "
+              f"{'runs' if above['ran'] else 'fails'} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
