@@ -824,9 +824,8 @@ typedef struct {
    */
   sda_dtype dtype;
   /**
-   * 1: every run is one training step (forward, the sum of the means of the output's tensors as
-   * the loss — a tensor, or tuples, lists and dicts of them — backward, gradients freed;
-   * TorchScript only); 0 (default): inference without autograd.
+   * 1: every run is one training step (forward, the mean of the outputs as the loss, backward,
+   * gradients freed; TorchScript only); 0 (default): inference without autograd.
    */
   sda_bool train;
 } sda_model_options;
@@ -1121,6 +1120,12 @@ typedef struct {
    * trailing field: a program compiled before it declares a smaller `struct_size` and gets 0.
    */
   uint32_t start_batch;
+  /**
+   * Must be 0 (`SDA_ERR_INVALID_ARGUMENT` otherwise). It keeps the struct free of tail padding,
+   * which a later field could not use safely; a later version may give it a meaning whose 0 is
+   * today's behaviour.
+   */
+  uint32_t reserved;
 } sda_probe_options;
 
 /**

@@ -100,9 +100,8 @@ pub struct sda_model_options {
     /// Element type of the random input (default `SDA_DTYPE_F32`). The weights are not converted: a
     /// float32 model given float16 input fails with the model's own message.
     pub dtype: sda_dtype,
-    /// 1: every run is one training step (forward, the sum of the means of the output's tensors as
-    /// the loss — a tensor, or tuples, lists and dicts of them — backward, gradients freed;
-    /// TorchScript only); 0 (default): inference without autograd.
+    /// 1: every run is one training step (forward, the mean of the outputs as the loss, backward,
+    /// gradients freed; TorchScript only); 0 (default): inference without autograd.
     pub train: sda_bool,
     /// Test builds only (`abi-growth-test`): the field a later version might append.
     #[cfg(feature = "abi-growth-test")]

@@ -133,6 +133,10 @@ pub struct sda_probe_options {
     /// when it does not fit. Outside `min_batch..=max_batch` is `SDA_ERR_INVALID_ARGUMENT`. A
     /// trailing field: a program compiled before it declares a smaller `struct_size` and gets 0.
     pub start_batch: u32,
+    /// Must be 0 (`SDA_ERR_INVALID_ARGUMENT` otherwise). It keeps the struct free of tail padding,
+    /// which a later field could not use safely; a later version may give it a meaning whose 0 is
+    /// today's behaviour.
+    pub reserved: u32,
     /// Test builds only (`abi-growth-test`): the field a later version might append.
     #[cfg(feature = "abi-growth-test")]
     pub abi_growth_test: u32,
@@ -141,6 +145,7 @@ pub struct sda_probe_options {
 growable!(sda_probe_options {
     struct_size, min_batch, max_batch, max_runs, budget_bytes, margin_bytes, workload,
     custom_workload, workload_user_data, progress, progress_user_data, save_to, model, start_batch,
+    reserved,
     #[cfg(feature = "abi-growth-test")]
     abi_growth_test,
 } defaults = {
@@ -160,6 +165,7 @@ growable!(sda_probe_options {
         save_to: std::ptr::null_mut(),
         model: std::ptr::null(),
         start_batch: d.start_batch,
+        reserved: 0,
         #[cfg(feature = "abi-growth-test")]
         abi_growth_test: 0,
     }
@@ -264,6 +270,13 @@ pub extern "C" fn sda_probe_batch(
         let context = context_of(context)?;
         let o = sized::read_input(options, "options")?.unwrap_or_else(sda_probe_options::defaults);
         let result_slot = Out::new(out_result, "out_result")?;
+        if o.reserved != 0 {
+            return Err(Error::invalid_argument(format!(
+                "options->reserved is {}: it must be 0 (initialise the options with \
+                 sda_probe_options_init)",
+                o.reserved
+            )));
+        }
         let model = if o.model.is_null() {
             None
         } else {

@@ -117,6 +117,11 @@ int main(void) {
     options.start_batch = 1;
     options.min_batch = 2;
     CHECK_STATUS(sda_probe_batch(context, &options, &result), SDA_ERR_INVALID_ARGUMENT);
+    /* The reserved field must be 0. */
+    SDA_PROBE_OPTIONS_INIT(&options);
+    options.reserved = 1;
+    CHECK_STATUS(sda_probe_batch(context, &options, &result), SDA_ERR_INVALID_ARGUMENT);
+    CHECK_MESSAGE_CONTAINS("reserved");
     /* A program compiled before start_batch declares the smaller size: whatever lies past it is
      * not read, and the probe starts at min_batch. */
     SDA_PROBE_OPTIONS_INIT(&options);

@@ -89,12 +89,16 @@ def test_load_describe_and_run_for_inference_and_training(ctx, models):
         trained.run(2)
 
 
-def test_a_training_step_takes_every_tensor_of_a_dict_of_lists_as_its_loss(ctx, models):
+def test_a_model_with_named_outputs_runs_for_inference_and_is_refused_for_training(ctx, models):
+    with ctx.load_model(models / "named.pt", (2, 4000)) as model:
+        model.run(3)
+        assert ctx.probe_batch(model, budget_bytes=128 * MIB, max_batch=8).oom_runs == 0
+    # A training step needs a tensor (or a tuple or list of them) to take the mean of: a dict is not one.
     with ctx.load_model(models / "named.pt", (2, 4000), train=True) as model:
-        model.run(3)  # the integer codes carry no gradient; the audio does
-        result = ctx.probe_batch(model, budget_bytes=128 * MIB, max_batch=64)
-        assert result.oom_runs == 0 and 1 <= result.max_batch <= 64
-        model.run(result.max_batch)
+        with pytest.raises(sda.InvalidArgumentError, match="not a tensor"):
+            model.run(2)
+        with pytest.raises(sda.InvalidArgumentError, match="not a tensor"):
+            ctx.probe_batch(model, budget_bytes=128 * MIB)
 
 
 def test_the_probe_of_a_model_answers_a_batch_that_runs(ctx, models):

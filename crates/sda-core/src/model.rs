@@ -16,7 +16,7 @@
 //!
 //! Errors: bad input is an error with the model's own message and leaves nothing loaded. A missing
 //! file, a file that is neither TorchScript nor a `.pt2` package, training an AOTInductor package,
-//! training a model whose output is not a tensor (or a tuple, list or dict of tensors) and a shape or dtype
+//! training a model whose output is not a tensor (or a tuple/list of tensors) and a shape or dtype
 //! the model rejects are [`ErrorKind::InvalidArgument`](crate::error::ErrorKind::InvalidArgument)
 //! (a file libtorch cannot read is [`ErrorKind::Torch`](crate::error::ErrorKind::Torch) with
 //! libtorch's message). A model traced or exported with a fixed batch, which fails at any other

@@ -600,15 +600,10 @@ bool ends_with(const std::string& s, const std::string& tail) {
   return s.size() >= tail.size() && s.compare(s.size() - tail.size(), tail.size(), tail) == 0;
 }
 
-// Every tensor of an output (a tensor, or tuples/lists/dicts of them, nested), for the loss.
-// Dicts: what a model traced with strict=False returns for a named output (audio and codes, say).
+// Every tensor of an output (a tensor, or tuples/lists of them, nested), for the loss.
 void collect_tensors(const c10::IValue& v, std::vector<at::Tensor>& out) {
   if (v.isTensor()) {
     out.push_back(v.toTensor());
-  } else if (v.isGenericDict()) {
-    for (const auto& entry : v.toGenericDict()) {
-      collect_tensors(entry.value(), out);
-    }
   } else if (v.isTuple()) {
     for (const auto& e : v.toTupleRef().elements()) {
       collect_tensors(e, out);
@@ -624,17 +619,9 @@ void collect_tensors(const c10::IValue& v, std::vector<at::Tensor>& out) {
   }
 }
 
-// Whether an output is made of tensors only (tensor, tuple, list or dict values of them, nested).
+// Whether an output is made of tensors only (tensor, tuple or list of them, nested).
 bool only_tensors(const c10::IValue& v) {
   if (v.isTensor()) {
-    return true;
-  }
-  if (v.isGenericDict()) {
-    for (const auto& entry : v.toGenericDict()) {
-      if (!only_tensors(entry.value())) {
-        return false;
-      }
-    }
     return true;
   }
   if (v.isTuple()) {
@@ -791,8 +778,8 @@ int sda_shim_model_run(uint64_t handle, const int64_t* sizes, size_t len, int dt
       if (!only_tensors(out)) {
         write_err(err, cap,
                   context + "the model's output is " + out.tagKind() +
-                      ", not a tensor (or a tuple, list or dict of tensors): a training step needs "
-                      "tensors to take the mean of as its loss");
+                      ", not a tensor or a tuple of tensors: a training step needs tensors to take "
+                      "the mean of as its loss");
         return SDA_INVALID_ARGUMENT;
       }
       std::vector<at::Tensor> tensors;

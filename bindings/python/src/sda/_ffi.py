@@ -352,6 +352,7 @@ class sda_probe_options(_Struct):
         ("save_to", c_void_p),
         ("model", c_void_p),
         ("start_batch", c_uint32),
+        ("reserved", c_uint32),
     ]
 
 
