@@ -12,6 +12,7 @@
 #                 libsda_torch.so must lie beside it)
 #   SDA_BINDING   the Python binding's source to install (default: this tree's bindings/python)
 #   BENCH_VENV    the bench's virtual env (default: build/bench-models/venv)
+#   BENCH_SCRIPT  the bench to run there, relative to the tree (default: bench/real_models.py)
 #
 # The venv: made from the project's .venv Python (scripts/provision.sh: torch==2.13.0, the libtorch
 # the backend module links). It sees that torch through a .pth file instead of a second copy, so the
@@ -32,6 +33,7 @@ binding=${SDA_BINDING:-$root/bindings/python}
 # Pinned: the models, Accelerate, and everything they import (resolved once with pip for this torch).
 packages=(
   demucs==4.1.0 snac==1.2.1 accelerate==1.15.0
+  encodec==0.1.1  # bench/model_files.py (it imports torchaudio, which has no build for torch 2.13)
   einops==0.8.2 julius==0.2.8 numpy==2.4.6 pyyaml==6.0.4 tqdm==4.70.1 packaging==26.4 psutil==7.2.2
   safetensors==0.8.0 huggingface_hub==2.4.0 click==8.5.1 hf-xet==1.8.0 httpx2==2.16.2
   httpcore2==2.16.2 anyio==4.16.0 idna==3.20 truststore==0.10.5 h11==0.16.0
@@ -65,4 +67,5 @@ rm -rf "$work/python/tests"
 
 unset SDA_BACKEND SDA_CONFIG SDA_DEVICE
 export SDA_LIBRARY="$library" PYTHONDONTWRITEBYTECODE=1
-exec "$venv/bin/python" "$root/bench/real_models.py" "$@"
+# BENCH_SCRIPT: another bench in this venv (bench/model_files.py: the models as model files).
+exec "$venv/bin/python" "$root/${BENCH_SCRIPT:-bench/real_models.py}" "$@"
