@@ -1,9 +1,8 @@
 """A model file as the workload from Python (``Context.load_model``, ``Model``, ``probe_batch(model)``,
 ``guarded_run_model``): model files written here with the venv's torch (a scripted conv net, a model
 traced at a fixed batch, a text file), loaded, run for inference and training, probed, run under
-guard, every bad input an exception with the model's words, closed and freed models refused, a
-probe of the model under a real RLIMIT_AS whose answer then runs under that limit, and a probe whose
-every run counts the resident memory the torch allocator does not see."""
+guard, every bad input an exception with the model's words, closed and freed models refused, and a
+probe of the model under a real RLIMIT_AS whose answer then runs under that limit."""
 
 from __future__ import annotations
 
@@ -58,24 +57,6 @@ class Named(torch.nn.Module):
         return {"audio": [self.dec(z)], "codes": [z.argmax(1), z.argmin(1)]}
 
 
-class Recurrent(torch.nn.Module):
-    """Convolution, a GRU and attention over 8000 samples of mono audio."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = torch.nn.Conv1d(1, 64, 9, padding=4)
-        self.down = torch.nn.Conv1d(64, 64, 32, stride=32)
-        self.gru = torch.nn.GRU(64, 64, batch_first=True)
-        self.attn = torch.nn.MultiheadAttention(64, 4, batch_first=True)
-        self.head = torch.nn.Linear(64, 1)
-
-    def forward(self, x):
-        h = self.down(torch.relu(self.conv(x))).transpose(1, 2)
-        h, _ = self.gru(h)
-        a, _ = self.attn(h, h, h, need_weights=False)
-        return self.head(a + h)
-
-
 CONV_PARAMS = 2 * 16 * 33 + 16 + 16 * 2 * 33 + 2
 
 
@@ -86,7 +67,6 @@ def models(tmp_path_factory) -> Path:
     torch.jit.script(Conv()).save(str(out / "conv.pt"))
     torch.jit.trace(Fixed(), torch.randn(1, 2, 50)).save(str(out / "fixed.pt"))
     torch.jit.script(Named()).save(str(out / "named.pt"))
-    torch.jit.trace(Recurrent(), torch.randn(1, 1, 8000)).save(str(out / "recurrent.pt"))
     (out / "readme.txt").write_text("a text file, not a model\n")
     return out
 
@@ -277,53 +257,3 @@ def test_a_probe_of_the_model_under_rlimit_as_answers_a_batch_that_runs(models):
     # classified as out-of-memory by the core, so it may come back as InvalidArgumentError.)
     assert r["failed"], f"eight times the answer ran within the limit: the limit was not real: {r}"
     print(f"probe under RLIMIT_AS: {r}")
-
-
-RESIDENT_CHILD = textwrap.dedent(
-    """
-    import json, sys
-    import sda
-
-    def status(field):
-        with open("/proc/self/status") as f:
-            return next(int(line.split()[1]) * 1024 for line in f if line.startswith(field + ":"))
-
-    ctx = sda.Context(sda.Config.from_toml('[hardware]\\ndevice = "cpu"\\n'))
-    ctx.select_device("cpu")
-    model = ctx.load_model(sys.argv[1], (1, 8000), train=True)
-    trials, resident = [], [status("VmRSS")]
-
-    def progress(p):
-        # The probe empties the C heap and resets the peak resident set (VmHWM) before each run,
-        # so the peak now, less the resident set after the previous run, is at most the run's own
-        # growth: a lower bound on what the probe must have counted.
-        grown = status("VmHWM") - resident[0]
-        trials.append({"batch": p.batch, "ok": p.ok, "peak": p.peak_bytes, "grown": grown})
-        resident[0] = status("VmRSS")
-
-    result = ctx.probe_batch(model, budget_bytes=int(sys.argv[2]), progress=progress)
-    print("RESULT " + json.dumps({"max_batch": result.max_batch, "trials": trials}), flush=True)
-    """
-)
-
-
-def test_a_probe_of_a_model_on_the_cpu_counts_the_memory_the_allocator_does_not_see(models):
-    """A TorchScript training step with a GRU and attention, in a fresh process with glibc's default
-    heap: the C heap between tensors of many sizes, thread pools and kernels of the first run make
-    the resident set grow by more than the torch allocator's peak (at batch 1 about 40 MiB against
-    9 on the development machine; a probe that counted the allocator alone answered a batch whose
-    step resided 1.4 times the budget). Every run's reported peak covers its resident growth."""
-    budget = 128 * MIB
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MALLOC_", "ONEDNN_", "OMP_"))}
-    env["PYTHONWARNINGS"] = "ignore"
-    proc = subprocess.run([sys.executable, "-c", RESIDENT_CHILD, str(models / "recurrent.pt"), str(budget)],
-                          env=env, capture_output=True, text=True, timeout=300)
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-    assert proc.returncode == 0 and lines, f"the child failed ({proc.returncode}): {proc.stderr[-3000:]}"
-    r = json.loads(lines[-1][len("RESULT "):])
-    assert r["max_batch"] >= 1 and r["trials"], r
-    for t in r["trials"]:
-        if t["ok"]:
-            assert t["peak"] + MIB >= t["grown"], f"a run resided more than the probe counted: {t} in {r}"
-    print("resident growth per run (MiB): " + ", ".join(
-        f"{t['batch']}: {t['grown'] >> 20} (counted {t['peak'] >> 20})" for t in r["trials"]))

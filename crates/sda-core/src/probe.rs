@@ -174,8 +174,8 @@ struct Runner<'a, 'b> {
 
 impl Runner<'_, '_> {
     /// Runs one batch and measures its peak above what was allocated before: the torch allocator's
-    /// peak, and on the CPU for a model or custom work also the peak resident set (memory the
-    /// allocator does not count), whichever is larger.
+    /// peak, and on the CPU also the peak resident set (for custom work that does not allocate
+    /// through torch), whichever is larger.
     fn run(&mut self, batch: u32) -> (Result<()>, u64, Duration) {
         let selection_kind = self.kind;
         // Freed blocks kept by the C heap or the caching allocator would hide the next run's use.
@@ -191,15 +191,10 @@ impl Runner<'_, '_> {
             Err(e) => return (Err(e), 0, Duration::ZERO),
         };
         // The torch allocator counts every tensor of the built-in workload exactly; the resident set
-        // would add one-time start-up costs (kernel caches, thread pools) to the first runs. A model
-        // or custom work on the CPU uses memory the allocator does not count (the C heap's
-        // fragmentation between tensors of many sizes, oneDNN's own buffers: a TorchScript training
-        // step of EnCodec resided twice the allocator's peak), so there the resident set counts too.
-        let measure_rss = selection_kind == DeviceKind::Cpu
-            && matches!(
-                self.workload,
-                ProbeWorkload::Custom(_) | ProbeWorkload::Model(_)
-            );
+        // would add one-time start-up costs (kernel caches, thread pools) to the first runs. Custom
+        // work on the CPU may allocate outside torch, so there the resident set counts too.
+        let measure_rss =
+            selection_kind == DeviceKind::Cpu && matches!(self.workload, ProbeWorkload::Custom(_));
         let before_rss = if measure_rss {
             host::reset_peak_rss()
         } else {
@@ -227,14 +222,16 @@ impl Runner<'_, '_> {
         } else {
             0
         };
-        let used = alloc_peak.max(rss_peak);
         if let (ProbeWorkload::Model(m), Ok(())) = (&self.workload, &outcome) {
-            // What a sample costs, for the guard's suggestions after a later out-of-memory failure
-            // (the resident set included: the guard's own measure sees the allocator only).
+            // What a sample costs, for the guard's suggestions after a later out-of-memory failure.
             self.context
-                .remember_work_cost(m.work_id(), used as f64 / f64::from(batch.max(1)));
+                .remember_work_cost(m.work_id(), alloc_peak as f64 / f64::from(batch.max(1)));
         }
-        (outcome, used.saturating_add(resident), elapsed)
+        (
+            outcome,
+            alloc_peak.max(rss_peak).saturating_add(resident),
+            elapsed,
+        )
     }
 
     /// Resets the allocator's peak and returns what is allocated now (0 without a backend: custom
