@@ -778,8 +778,8 @@ int sda_shim_model_run(uint64_t handle, const int64_t* sizes, size_t len, int dt
       if (!only_tensors(out)) {
         write_err(err, cap,
                   context + "the model's output is " + out.tagKind() +
-                      ", not a tensor or a tuple of tensors: a training step needs tensors to take "
-                      "the mean of as its loss");
+                      ", not a tensor (or a tuple or list of tensors): a training step needs tensors "
+                      "to take the mean of as its loss");
         return SDA_INVALID_ARGUMENT;
       }
       std::vector<at::Tensor> tensors;
