@@ -73,6 +73,9 @@ use std::time::{Duration, Instant};
 
 const TEST: &str = "random_calls_with_bad_arguments_always_return_a_status";
 
+/// More calls than one step of the driver makes: three pool trims and the step's own calls.
+const MAX_CALLS_PER_STEP: u64 = 16;
+
 /// Every function of include/sda.h; the test fails when the header gains one the driver does not
 /// call, so that new exports are fuzzed too.
 const EXPORTS: &[&str] = &[
@@ -214,7 +217,13 @@ fn random_calls_with_bad_arguments_always_return_a_status() {
         }
     }
     let made: u64 = out.field("calls").unwrap().parse().unwrap();
-    assert_eq!(made, calls);
+    // One step of the driver may make a few calls (the pool trims free handles before it), so the
+    // child can pass `calls` by those; it must never stop short of it.
+    assert!(
+        (calls..calls + MAX_CALLS_PER_STEP).contains(&made),
+        "the child made {made} calls, not {calls} (at most {} more)",
+        MAX_CALLS_PER_STEP - 1
+    );
     let exports = out.field("exports").unwrap();
     let statuses = out.field("statuses").unwrap();
     let secs = out.elapsed.as_secs_f64();
@@ -527,7 +536,13 @@ fn child() {
 
     let started = Instant::now();
     while f.n < calls {
+        let before = f.n;
         f.one_call();
+        assert!(
+            (1..MAX_CALLS_PER_STEP).contains(&(f.n - before)),
+            "one step made {} calls",
+            f.n - before
+        );
         PROGRESS.store(f.n, Ordering::Relaxed);
         if f.n % 5000 == 0 {
             println!("{} calls, {:.1} s", f.n, started.elapsed().as_secs_f64());
