@@ -34,6 +34,7 @@ binding=${SDA_BINDING:-$root/bindings/python}
 packages=(
   demucs==4.1.0 snac==1.2.1 accelerate==1.15.0
   encodec==0.1.1  # bench/model_files.py (it imports torchaudio, which has no build for torch 2.13)
+  transformers==5.24.0 tokenizers==0.23.3 regex==2026.11.19  # bench/new_user.py --model ast
   einops==0.8.2 julius==0.2.8 numpy==2.4.6 pyyaml==6.0.4 tqdm==4.70.1 packaging==26.4 psutil==7.2.2
   safetensors==0.8.0 huggingface_hub==2.4.0 click==8.5.1 hf-xet==1.8.0 httpx2==2.16.2
   httpcore2==2.16.2 anyio==4.16.0 idna==3.20 truststore==0.10.5 h11==0.16.0

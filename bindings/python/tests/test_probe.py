@@ -38,6 +38,30 @@ def test_a_python_workload_whose_oom_marks_the_limit(ctx):
     assert result.oom_runs >= 0 and result.runs >= 2
 
 
+def test_a_first_run_that_keeps_memory_does_not_lead_the_search_over_the_budget(ctx):
+    """An optimizer's first step makes its state and keeps it, and later steps find it allocated:
+    the first run's peak counts it, later runs' do not. Here the first call keeps 30 MiB and every
+    call needs 80 MiB a sample, so the line through the first two runs (110 and 160 MiB) would put
+    batch 5 (400 MiB) under a 350 MiB budget; the search lowers the first run's point by what it
+    left allocated and runs 4 at most (on transformers' AST with Adam a batch went 29 % over)."""
+    torch = pytest.importorskip("torch")
+    kept = []
+
+    def step(batch):
+        if not kept:
+            kept.append(torch.ones(30 * MIB // 4))  # made once and kept, as Adam's moments are
+        x = torch.ones(batch, 40 * MIB // 4)
+        (x * 2).sum()
+
+    seen = []
+    budget = 350 * MIB
+    result = ctx.probe_batch(step, budget_bytes=budget, max_batch=64, progress=seen.append)
+    trials = [(p.batch, p.peak_bytes // MIB) for p in seen]
+    assert result.max_batch == 4, trials
+    assert all(p.ok and p.peak_bytes <= budget for p in seen), trials
+    assert result.runs <= 4, trials
+
+
 def test_cancelling_from_progress(ctx):
     with pytest.raises(sda.CancelledError):
         ctx.probe_batch(small_workload(), budget_bytes=64 * MIB, progress=lambda progress: False)

@@ -176,7 +176,7 @@ impl Runner<'_, '_> {
     /// Runs one batch and measures its peak above what was allocated before: the torch allocator's
     /// peak, and on the CPU also the peak resident set (for custom work that does not allocate
     /// through torch), whichever is larger.
-    fn run(&mut self, batch: u32) -> (Result<()>, u64, Duration) {
+    fn run(&mut self, batch: u32) -> Measured {
         let selection_kind = self.kind;
         // Freed blocks kept by the C heap or the caching allocator would hide the next run's use.
         if let Err(e) = memory::clear_cache(self.kind, self.index) {
@@ -188,7 +188,7 @@ impl Runner<'_, '_> {
         // not made rather than measured wrongly.
         let before_alloc = match self.allocator_reset() {
             Ok(bytes) => bytes,
-            Err(e) => return (Err(e), 0, Duration::ZERO),
+            Err(e) => return Measured::unmeasured(Err(e), Duration::ZERO),
         };
         // The torch allocator counts every tensor of the built-in workload exactly; the resident set
         // would add one-time start-up costs (kernel caches, thread pools) to the first runs. Custom
@@ -213,9 +213,12 @@ impl Runner<'_, '_> {
             _ => 0,
         };
         let elapsed = start.elapsed();
-        let alloc_peak = match self.allocator_peak() {
-            Ok(bytes) => bytes.saturating_sub(before_alloc),
-            Err(e) => return (outcome.and(Err(e)), 0, elapsed),
+        let (alloc_peak, retained) = match self.allocator_after() {
+            Ok(after) => (
+                after.peak_allocated.saturating_sub(before_alloc),
+                after.allocated.saturating_sub(before_alloc),
+            ),
+            Err(e) => return Measured::unmeasured(outcome.and(Err(e)), elapsed),
         };
         let rss_peak = if measure_rss {
             host::peak_rss().saturating_sub(before_rss)
@@ -227,11 +230,12 @@ impl Runner<'_, '_> {
             self.context
                 .remember_work_cost(m.work_id(), alloc_peak as f64 / f64::from(batch.max(1)));
         }
-        (
+        Measured {
             outcome,
-            alloc_peak.max(rss_peak).saturating_add(resident),
+            peak: alloc_peak.max(rss_peak).saturating_add(resident),
+            retained,
             elapsed,
-        )
+        }
     }
 
     /// Resets the allocator's peak and returns what is allocated now (0 without a backend: custom
@@ -253,11 +257,16 @@ impl Runner<'_, '_> {
             .allocated)
     }
 
-    /// The allocator's peak since the last reset (0 without a backend).
-    fn allocator_peak(&self) -> Result<u64> {
-        let Some(b) = self.backend else { return Ok(0) };
+    /// The allocator's peak since the last reset and what is allocated now (0 without a backend).
+    fn allocator_after(&self) -> Result<AllocatorAfter> {
+        let Some(b) = self.backend else {
+            return Ok(AllocatorAfter::default());
+        };
         b.memory_stats(self.kind, self.index)
-            .map(|s| s.peak_allocated)
+            .map(|s| AllocatorAfter {
+                peak_allocated: s.peak_allocated,
+                allocated: s.allocated,
+            })
             .map_err(|e| {
                 Error::new(
                     e.kind(),
@@ -268,6 +277,39 @@ impl Runner<'_, '_> {
                 )
             })
     }
+}
+
+/// What one run of the probe measured.
+struct Measured {
+    /// How the run ended.
+    outcome: Result<()>,
+    /// Its peak in bytes (0 when it could not be measured).
+    peak: u64,
+    /// What the allocator still held after it, above what it held before: memory the run allocated
+    /// and the host kept (an optimizer's state made by the first step), which later runs find
+    /// already allocated.
+    retained: u64,
+    /// Its wall time.
+    elapsed: Duration,
+}
+
+impl Measured {
+    /// A run whose memory could not be read: no figures, and the error as its outcome.
+    fn unmeasured(outcome: Result<()>, elapsed: Duration) -> Measured {
+        Measured {
+            outcome,
+            peak: 0,
+            retained: 0,
+            elapsed,
+        }
+    }
+}
+
+/// The allocator's figures read after a run.
+#[derive(Default)]
+struct AllocatorAfter {
+    peak_allocated: u64,
+    allocated: u64,
 }
 
 /// Stores a probe's recommended batch as the config's `hardware.max_batch_size`, where
@@ -343,7 +385,12 @@ pub fn probe(context: &Context, mut options: ProbeOptions<'_>) -> Result<ProbeRe
         if trials.len() as u32 >= max_runs {
             break;
         }
-        let (outcome, peak, elapsed) = runner.run(batch);
+        let Measured {
+            outcome,
+            peak,
+            retained,
+            elapsed,
+        } = runner.run(batch);
         let oom = matches!(&outcome, Err(e) if e.is_out_of_memory());
         if let Err(e) = &outcome {
             if !oom {
@@ -359,6 +406,17 @@ pub fn probe(context: &Context, mut options: ProbeOptions<'_>) -> Result<ProbeRe
             predicted_bytes: predicted.unwrap_or(0),
             elapsed,
         };
+        if trials.is_empty() && retained > 0 {
+            // The first run's peak includes what it made for good (an optimizer's state, caches filled
+            // on first use); later runs find it allocated and do not count it. Its point on the
+            // curve would sit too high and flatten the line through it.
+            crate::log::info(&format!(
+                "the probe's first run (batch {batch}) left {} allocated, a one-time cost its peak \
+                 counts and later runs' do not: the search lowers that run's point by it",
+                crate::bytes::human_bytes(retained)
+            ));
+            search.record_one_time_cost(retained);
+        }
         trials.push(trial);
         search.record(
             batch,

@@ -1,19 +1,24 @@
 """Issue 12's opening scenario, as a new user would run it, checked against fresh processes.
 
-HTDemucs (`demucs.htdemucs.HTDemucs`, 4 sources, random weights) in a CPU training step (forward, mean
-absolute output as the loss, backward, Adam step, `zero_grad(set_to_none=True)`) on 2 s of stereo
-44.1 kHz audio, probed through the Python binding with a Python callable and `budget_bytes` only: no
-warm-up, no glibc or oneDNN settings, the default thread count, no address-space limit on the probe
-(the issue's setting). Then the answer is checked the way the issue checked "batch 2 fits": `max_batch`
-and `max_batch + 1` each run one step in a fresh child whose address space is limited to what it
-holds after building the model plus the budget (`setrlimit(RLIMIT_AS)`, VmSize from /proc). The
-answer is right when `max_batch` runs there and `max_batch + 1` does not.
+A real model with random weights in a CPU training step (forward, mean absolute output as the loss,
+backward, Adam step, `zero_grad(set_to_none=True)`), probed through the Python binding with a Python
+callable and `budget_bytes` only: no warm-up, no glibc or oneDNN settings, the default thread count, no
+address-space limit on the probe (the issue's setting). The models (`--model`):
+- `htdemucs`: HTDemucs (`demucs.htdemucs.HTDemucs`, 4 sources, 26.9 M parameters) on 2 s of stereo
+  44.1 kHz audio, the issue's own.
+- `ast`: transformers' Audio Spectrogram Transformer (`ASTForAudioClassification(ASTConfig())`,
+  86.2 M parameters) on its default input, a 1024 × 128 log-mel spectrogram (10.24 s). Adam's state
+  (two moments, 657 MiB) is made by the first step and kept: most of the first run's peak.
+Then the answer is checked the way the issue checked "batch 2 fits": `max_batch` and `max_batch + 1`
+each run one step in a fresh child whose address space is limited to what it holds after building the
+model plus the budget (`setrlimit(RLIMIT_AS)`, VmSize from /proc). The answer is right when `max_batch`
+runs there and `max_batch + 1` does not.
 
-    make bench-models      # once: the venv with demucs (build/bench-models/venv)
+    make bench-models      # once: the venv with demucs and transformers (build/bench-models/venv)
     SDA_LIBRARY=build/test-prefix/lib/libsda.so.0.2 build/bench-models/venv/bin/python \
-        bench/new_user_htdemucs.py [--budgets 2,8]
+        bench/new_user.py [--model htdemucs|ast] [--budgets 2,8]
 
-Prints one Markdown row per budget. Each training step of one sample takes about 4 s here.
+Prints one Markdown row per budget. A training step of one sample takes about 4 s here (both models).
 """
 
 from __future__ import annotations
@@ -29,17 +34,29 @@ GIB = 1 << 30
 SAMPLES = 88_200  # 2 s at 44.1 kHz
 
 
-def build():
+def build(name: str):
     import torch
-    from demucs.htdemucs import HTDemucs
 
     torch.manual_seed(0)
-    model = HTDemucs(sources=["drums", "bass", "other", "vocals"])
+    if name == "htdemucs":
+        from demucs.htdemucs import HTDemucs
+
+        model = HTDemucs(sources=["drums", "bass", "other", "vocals"])
+        batch_of = lambda batch: torch.randn(batch, 2, SAMPLES)
+        output_of = lambda out: out
+    elif name == "ast":
+        import transformers
+
+        config = transformers.ASTConfig()
+        model = transformers.ASTForAudioClassification(config)
+        batch_of = lambda batch: torch.randn(batch, config.max_length, config.num_mel_bins)
+        output_of = lambda out: out.logits
+    else:
+        raise SystemExit(f"unknown model {name!r}: htdemucs or ast")
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
 
     def step(batch: int) -> None:
-        out = model(torch.randn(batch, 2, SAMPLES))
-        out.abs().mean().backward()
+        output_of(model(batch_of(batch))).abs().mean().backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
@@ -54,10 +71,10 @@ def vm_size() -> int:
     raise RuntimeError("no VmSize in /proc/self/status")
 
 
-def child_probe(budget: int) -> dict:
+def child_probe(name: str, budget: int) -> dict:
     import sda
 
-    step = build()
+    step = build(name)
     trials = []
     started = time.monotonic()
     with sda.Context() as ctx:
@@ -68,8 +85,8 @@ def child_probe(budget: int) -> dict:
             "ooms": result.oom_runs, "trials": trials, "seconds": time.monotonic() - started}
 
 
-def child_run(budget: int, batch: int) -> dict:
-    step = build()
+def child_run(name: str, budget: int, batch: int) -> dict:
+    step = build(name)
     limit = vm_size() + budget
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     try:
@@ -89,21 +106,23 @@ def spawn(*args: str) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
+    parser.add_argument("--model", default="htdemucs", choices=["htdemucs", "ast"])
     parser.add_argument("--budgets", default="2,8", help="GiB, comma-separated")
     parser.add_argument("--child", nargs="+")
     args = parser.parse_args()
     if args.child:
-        kind, budget, *rest = args.child
+        kind, name, budget, *rest = args.child
         budget = int(float(budget) * GIB)
-        print(json.dumps(child_probe(budget) if kind == "probe" else child_run(budget, int(rest[0]))))
+        print(json.dumps(child_probe(name, budget) if kind == "probe" else child_run(name, budget, int(rest[0]))))
         return
     print("| budget | max_batch | recommended | runs | OOM runs | probe (s) | runs (batch:MiB) | "
           "max_batch, fresh child | max_batch + 1, fresh child |")
     print("|---|---|---|---|---|---|---|---|---|")
     for gib in args.budgets.split(","):
-        probe = spawn("probe", gib)
-        at = spawn("run", gib, str(probe["max"]))
-        above = spawn("run", gib, str(probe["max"] + 1))
+        probe = spawn("probe", args.model, gib)
+        no_batch = {"ran": False, "error": "no batch fitted"}
+        at = spawn("run", args.model, gib, str(probe["max"])) if probe["max"] else no_batch
+        above = spawn("run", args.model, gib, str(probe["max"] + 1))
         print(f"| {gib} GiB | {probe['max']} | {probe['recommended']} | {probe['runs']} | {probe['ooms']} | "
               f"{probe['seconds']:.0f} | {', '.join(probe['trials'])} | "
               f"{'runs' if at['ran'] else 'fails: ' + at['error']} | "
