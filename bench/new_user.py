@@ -9,6 +9,8 @@ address-space limit on the probe (the issue's setting). The models (`--model`):
 - `ast`: transformers' Audio Spectrogram Transformer (`ASTForAudioClassification(ASTConfig())`,
   86.2 M parameters) on its default input, a 1024 × 128 log-mel spectrogram (10.24 s). Adam's state
   (two moments, 657 MiB) is made by the first step and kept: most of the first run's peak.
+- `hifigan`: transformers' SpeechT5 HiFi-GAN vocoder (`SpeechT5HifiGan(SpeechT5HifiGanConfig())`,
+  12.6 M parameters) on 200 frames of 80 mel bins.
 Then the answer is checked the way the issue checked "batch 2 fits": `max_batch` and `max_batch + 1`
 each run one step in a fresh child whose address space is limited to what it holds after building the
 model plus the budget (`setrlimit(RLIMIT_AS)`, VmSize from /proc). The answer is right when `max_batch`
@@ -16,9 +18,9 @@ runs there and `max_batch + 1` does not.
 
     make bench-models      # once: the venv with demucs and transformers (build/bench-models/venv)
     SDA_LIBRARY=build/test-prefix/lib/libsda.so.0.2 build/bench-models/venv/bin/python \
-        bench/new_user.py [--model htdemucs|ast] [--budgets 2,8]
+        bench/new_user.py [--model htdemucs|ast|hifigan] [--budgets 2,8]
 
-Prints one Markdown row per budget. A training step of one sample takes about 4 s here (both models).
+Prints one Markdown row per budget. One sample's training step takes 2–10 s here.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import time
 
 GIB = 1 << 30
 SAMPLES = 88_200  # 2 s at 44.1 kHz
+MEL_FRAMES = 200  # hifigan's input: 200 frames of 80 mel bins, 3.2 s of 16 kHz audio
 
 
 def build(name: str):
@@ -51,8 +54,15 @@ def build(name: str):
         model = transformers.ASTForAudioClassification(config)
         batch_of = lambda batch: torch.randn(batch, config.max_length, config.num_mel_bins)
         output_of = lambda out: out.logits
+    elif name == "hifigan":
+        import transformers
+
+        config = transformers.SpeechT5HifiGanConfig()
+        model = transformers.SpeechT5HifiGan(config)
+        batch_of = lambda batch: torch.randn(batch, MEL_FRAMES, config.model_in_dim)
+        output_of = lambda out: out
     else:
-        raise SystemExit(f"unknown model {name!r}: htdemucs or ast")
+        raise SystemExit(f"unknown model {name!r}: htdemucs, ast or hifigan")
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
 
     def step(batch: int) -> None:
@@ -106,7 +116,7 @@ def spawn(*args: str) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--model", default="htdemucs", choices=["htdemucs", "ast"])
+    parser.add_argument("--model", default="htdemucs", choices=["htdemucs", "ast", "hifigan"])
     parser.add_argument("--budgets", default="2,8", help="GiB, comma-separated")
     parser.add_argument("--child", nargs="+")
     args = parser.parse_args()
