@@ -258,24 +258,19 @@ impl Runner<'_, '_> {
     }
 
     /// The allocator's peak since the last reset and what is allocated now (0 without a backend).
-    fn allocator_after(&self) -> Result<AllocatorAfter> {
+    fn allocator_after(&self) -> Result<sda_backend_abi::MemoryStats> {
         let Some(b) = self.backend else {
-            return Ok(AllocatorAfter::default());
+            return Ok(Default::default());
         };
-        b.memory_stats(self.kind, self.index)
-            .map(|s| AllocatorAfter {
-                peak_allocated: s.peak_allocated,
-                allocated: s.allocated,
-            })
-            .map_err(|e| {
-                Error::new(
-                    e.kind(),
-                    format!(
-                        "the probe cannot measure a run: reading the allocator failed: {}",
-                        e.message()
-                    ),
-                )
-            })
+        b.memory_stats(self.kind, self.index).map_err(|e| {
+            Error::new(
+                e.kind(),
+                format!(
+                    "the probe cannot measure a run: reading the allocator failed: {}",
+                    e.message()
+                ),
+            )
+        })
     }
 }
 
@@ -303,13 +298,6 @@ impl Measured {
             elapsed,
         }
     }
-}
-
-/// The allocator's figures read after a run.
-#[derive(Default)]
-struct AllocatorAfter {
-    peak_allocated: u64,
-    allocated: u64,
 }
 
 /// Stores a probe's recommended batch as the config's `hardware.max_batch_size`, where

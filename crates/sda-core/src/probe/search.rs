@@ -967,7 +967,7 @@ mod tests {
                 );
             }
             let name = format!("AST with Adam, budget {budget_mib} MiB (true {maximum})");
-            println!("{name}: {batches:?}");
+            println!("{name}: {batches:?}"); // ok: a unit test's output (cfg(test)), shown with --no-capture
             assert_eq!(
                 search.best().map(|b| b.0),
                 Some(maximum),
