@@ -33,11 +33,12 @@ import argparse
 import json
 import os
 import resource
-import subprocess
 import sys
 import tempfile
 import time
 import types
+
+import child_process  # bench/child_process.py, beside this script
 
 GIB = 1 << 30
 # name: (input shape of one sample, [(mode, budget GiB), ...])
@@ -74,14 +75,6 @@ def trace(name: str, path: str) -> None:
     torch.jit.trace(model, torch.randn(1, *shape), check_trace=False).save(path)
 
 
-def vm_size() -> int:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmSize:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmSize in /proc/self/status")
-
-
 def load(path: str, name: str, mode: str):
     import sda
 
@@ -107,7 +100,7 @@ def child_run(path: str, name: str, mode: str, budget: int, batch: int, warm: bo
     _, model = load(path, name, mode)
     if warm:
         model.run(1)
-    limit = vm_size() + budget - model.details.resident_bytes
+    limit = child_process.vm_size() + budget - model.details.resident_bytes
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     try:
         model.run(batch)
@@ -122,12 +115,7 @@ CHILD_ENV = dict(os.environ)
 
 
 def spawn(*args: str) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--child", *args], capture_output=True, text=True,
-                         env=CHILD_ENV)
-    lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
-    if out.returncode != 0 or not lines:
-        raise SystemExit(f"child {args} failed ({out.returncode}):\n{out.stdout}\n{out.stderr[-3000:]}")
-    return json.loads(lines[-1])
+    return child_process.spawn(__file__, *args, env=CHILD_ENV)
 
 
 def verdict(at: dict, above: dict) -> str:

@@ -28,9 +28,9 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import subprocess
-import sys
 import time
+
+import child_process  # bench/child_process.py, beside this script
 
 GIB = 1 << 30
 SAMPLES = 88_200  # 2 s at 44.1 kHz
@@ -73,14 +73,6 @@ def build(name: str):
     return step
 
 
-def vm_size() -> int:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmSize:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmSize in /proc/self/status")
-
-
 def child_probe(name: str, budget: int) -> dict:
     import sda
 
@@ -97,7 +89,7 @@ def child_probe(name: str, budget: int) -> dict:
 
 def child_run(name: str, budget: int, batch: int) -> dict:
     step = build(name)
-    limit = vm_size() + budget
+    limit = child_process.vm_size() + budget
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     try:
         step(batch)
@@ -107,11 +99,7 @@ def child_run(name: str, budget: int, batch: int) -> dict:
 
 
 def spawn(*args: str) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--child", *args], capture_output=True, text=True)
-    lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
-    if out.returncode != 0 or not lines:
-        raise SystemExit(f"child {args} failed ({out.returncode}):\n{out.stdout}\n{out.stderr}")
-    return json.loads(lines[-1])
+    return child_process.spawn(__file__, *args)
 
 
 def main() -> None:

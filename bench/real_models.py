@@ -55,6 +55,8 @@ import subprocess
 import sys
 import time
 
+import child_process  # bench/child_process.py, beside this script
+
 GIB = 1 << 30
 MIB = 1 << 20
 
@@ -73,14 +75,6 @@ CHILD_TIMEOUT_S = 1800
 
 
 # ---- the child ------------------------------------------------------------------------------------
-
-
-def vm_size() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmSize:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmSize in /proc/self/status")
 
 
 def build(model_name: str, seconds: float):
@@ -125,7 +119,7 @@ def build(model_name: str, seconds: float):
 
 
 def limit_address_space(budget: int) -> int:
-    held = vm_size()
+    held = child_process.vm_size()
     limit = held + budget
     resource.setrlimit(resource.RLIMIT_AS, (limit, resource.RLIM_INFINITY))
     return held
@@ -200,7 +194,7 @@ def child(spec: dict) -> dict:
                     step(batch_size)
                 except RuntimeError as exception:
                     trials[-1]["error"] = first_line(exception)
-                    trials[-1]["held_after_mib"] = round((vm_size() - held) / MIB)
+                    trials[-1]["held_after_mib"] = round((child_process.vm_size() - held) / MIB)
                     if ONEDNN_OOM in str(exception):  # the one change (see the module's documentation)
                         raise RuntimeError("DefaultCPUAllocator: can't allocate memory (oneDNN: "
                                            f"{first_line(exception)})") from None
